@@ -1,0 +1,70 @@
+"""sona: personalization for a video-streaming media gateway.
+
+The supported public API is what ``__all__`` lists; everything else is private.
+"""
+
+from sona import datasets
+from sona._ids import ContentId, UserId
+from sona.catalog import Catalog, ContentItem
+from sona.config import Settings, load_settings
+from sona.errors import (
+    AdapterCorruptError,
+    ConfigError,
+    DataError,
+    DatasetFormatError,
+    EnvVarError,
+    FitError,
+    InsufficientDataError,
+    NotFittedError,
+    NotFoundError,
+    SonaError,
+    StorageError,
+    TrainedTooRecentlyError,
+    TrainingRejectedError,
+    UnknownContentError,
+    UnknownJobError,
+    UnknownUserError,
+    ValidationError,
+)
+from sona.events import (
+    EVENT_COLUMNS,
+    ViewingEvent,
+    events_from_records,
+    events_to_frame,
+    validate_events,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "AdapterCorruptError",
+    "Catalog",
+    "ConfigError",
+    "ContentId",
+    "ContentItem",
+    "DataError",
+    "DatasetFormatError",
+    "EnvVarError",
+    "FitError",
+    "InsufficientDataError",
+    "NotFittedError",
+    "NotFoundError",
+    "Settings",
+    "SonaError",
+    "StorageError",
+    "TrainedTooRecentlyError",
+    "TrainingRejectedError",
+    "UnknownContentError",
+    "UnknownJobError",
+    "UnknownUserError",
+    "UserId",
+    "ValidationError",
+    "ViewingEvent",
+    "__version__",
+    "datasets",
+    "events_from_records",
+    "events_to_frame",
+    "load_settings",
+    "validate_events",
+]
