@@ -1,0 +1,126 @@
+"""Bearer-token auth shared by every sona HTTP service.
+
+Tokens are HS256 JWTs (PyJWT) with claims ``sub`` (the user id), ``exp`` and
+``iat``. A ``scope`` claim (space-separated string or list) containing
+``sona:service`` marks a trusted backend that may act for any user. Only HS256
+is accepted, so ``alg: none`` and algorithm-confusion tokens are rejected.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from sona import ConfigError, Settings
+
+__all__ = [
+    "SERVICE_SCOPE",
+    "AuthError",
+    "ForbiddenError",
+    "Principal",
+    "authorize",
+    "decode_token",
+    "issue_token",
+    "parse_bearer",
+    "resolve_jwt_secret",
+]
+
+SERVICE_SCOPE = "sona:service"
+_ALGORITHMS = ["HS256"]
+
+
+class AuthError(Exception):
+    """The request carries no valid token (HTTP 401). ``reason`` is a short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ForbiddenError(Exception):
+    """A valid token asks for another user's data without the service scope (HTTP 403)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's subject and scopes."""
+
+    user_id: str
+    scopes: frozenset[str]
+
+    @property
+    def is_service(self) -> bool:
+        return SERVICE_SCOPE in self.scopes
+
+
+def decode_token(token: str, secret: str) -> Principal:
+    """Verify signature, algorithm, ``exp``/``iat`` and ``sub``; raise :class:`AuthError` otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=_ALGORITHMS,
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("expired", "token has expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        reason = "missing_sub" if exc.claim == "sub" else "missing_claim"
+        raise AuthError(reason, f"token is missing the {exc.claim!r} claim") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise AuthError("bad_signature", "token signature is invalid") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise AuthError("bad_algorithm", "token algorithm is not HS256") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise AuthError("not_yet_valid", "token is not valid yet") from exc
+    except jwt.InvalidTokenError as exc:
+        raise AuthError("malformed", f"token is invalid: {exc}") from exc
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthError("missing_sub", "token has no usable 'sub' claim")
+    raw = claims.get("scope", "")
+    scopes = frozenset(raw.split() if isinstance(raw, str) else (str(s) for s in raw or ()))
+    return Principal(user_id=sub, scopes=scopes)
+
+
+def parse_bearer(authorization: str | None) -> str:
+    """Extract the token from an ``Authorization`` header value."""
+    if not authorization:
+        raise AuthError("missing", "Authorization header with a Bearer token is required")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("malformed", "Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def authorize(principal: Principal, user_id: str) -> None:
+    """Allow a user to act on their own data, and service tokens on anyone's."""
+    if principal.is_service or principal.user_id == user_id:
+        return
+    raise ForbiddenError(f"token for user {principal.user_id!r} may not act for user {user_id!r}")
+
+
+def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, scopes: tuple[str, ...] = ()) -> str:
+    """Mint a token (dev mode, tests, trusted backends)."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """The configured secret; in dev mode a random one if none is set; else refuse to start."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if settings.dev_mode:
+        return secrets.token_urlsafe(32)
+    raise ConfigError("JWT_SECRET is not set; set it, or SONA_DEV_MODE=1 for local development")
