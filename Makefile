@@ -25,7 +25,7 @@ test: install  ## start Postgres/Redis/Kafka on loopback, run lint + pytest, sto
 	scripts/run-tests.sh
 
 quickstart: install  ## the main job: train on ml-100k (or synthetic), serve everything
-	$(PY) -m sona.quickstart
+	$(PY) -m serving.quickstart
 
 clean:
 	rm -rf .sona-data .pytest_cache

@@ -1,0 +1,48 @@
+"""Settings come from the environment in one place and fail fast naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import sona
+from sona import load_settings
+
+
+def test_defaults_are_embedded(tmp_path: Path) -> None:
+    s = load_settings({"SONA_DATA_DIR": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{(tmp_path / 'sona.db').resolve()}"
+    assert s.kafka_brokers == () and s.kafka_topic_prefix == "playback"
+    assert s.sync_service_url is None and s.jwt_secret is None and not s.dev_mode
+
+
+def test_postgres_url_gets_the_psycopg_driver() -> None:
+    s = load_settings({"DATABASE_URL": "postgresql://u:p@db:5432/sona"})
+    assert s.database_url == "postgresql+psycopg://u:p@db:5432/sona"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://x/y"),
+        ("REDIS_URL", "http://localhost"),
+        ("KAFKA_BROKERS", "localhost"),
+        ("KAFKA_PARTITIONS", "0"),
+        ("SYNC_SERVICE_URL", "ftp://sync"),
+        ("JWT_SECRET", "short"),
+        ("SONA_DEV_MODE", "maybe"),
+        ("SONA_ADAPTER_STORE", "s3"),
+        ("KAFKA_TOPIC_PREFIX", "bad prefix!"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(sona.EnvVarError) as err:
+        load_settings({name: value})
+    assert err.value.name == name and name in str(err.value)
+
+
+def test_brokers_are_split() -> None:
+    s = load_settings({"KAFKA_BROKERS": "a:9092, b:9093", "SYNC_SERVICE_URL": "http://sync:8080/"})
+    assert s.kafka_brokers == ("a:9092", "b:9093")
+    assert s.sync_service_url == "http://sync:8080"
