@@ -97,6 +97,6 @@ def test_synthetic_is_seeded_and_realistic() -> None:
     assert 0.05 < e1["dismissed"].mean() < 0.5
     hours = e1["timestamp"].dt.hour
     assert (hours >= 18).mean() > (hours < 6).mean() * 2  # evenings dominate nights
-    assert generate_synthetic(SyntheticConfig(n_items=300, n_users=200, seed=8))[1]["content_id"].tolist() != (
-        e1["content_id"].tolist()
-    )
+    assert generate_synthetic(SyntheticConfig(n_items=300, n_users=200, seed=8))[1][
+        "content_id"
+    ].tolist() != (e1["content_id"].tolist())

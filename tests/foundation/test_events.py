@@ -13,8 +13,12 @@ NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 def test_event_normalizes_to_utc_and_derives_id() -> None:
-    ev = sona.ViewingEvent(user_id="u", content_id="c", timestamp=NOW.astimezone(timezone(timedelta(hours=2))),
-                           completion_rate=0.5)
+    ev = sona.ViewingEvent(
+        user_id="u",
+        content_id="c",
+        timestamp=NOW.astimezone(timezone(timedelta(hours=2))),
+        completion_rate=0.5,
+    )
     assert ev.timestamp.tzinfo == UTC and ev.timestamp == NOW
     again = sona.ViewingEvent(user_id="u", content_id="c", timestamp=NOW, completion_rate=0.9)
     assert ev.event_id == again.event_id  # same viewing → same id, so replays dedupe
@@ -49,10 +53,14 @@ def test_batch_error_names_index() -> None:
 
 
 def test_frame_validation_is_columnwise() -> None:
-    frame = pd.DataFrame({
-        "user_id": [1, 2], "content_id": ["a", "b"], "timestamp": [1.7e9, 1.7e9 + 60],
-        "completion_rate": [0.2, 1.0],
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "content_id": ["a", "b"],
+            "timestamp": [1.7e9, 1.7e9 + 60],
+            "completion_rate": [0.2, 1.0],
+        }
+    )
     out = sona.validate_events(frame)
     assert list(out.columns) == list(sona.EVENT_COLUMNS)
     assert out["user_id"].tolist() == ["1", "2"]
@@ -67,8 +75,12 @@ def test_frame_validation_is_columnwise() -> None:
 
 
 def test_catalog_lookup_and_unknown_ids() -> None:
-    cat = sona.Catalog([sona.ContentItem(content_id="a", title="A", genres=("Horror",)),
-                        sona.ContentItem(content_id="b", title="B", genres=("Comedy", "Horror"))])
+    cat = sona.Catalog(
+        [
+            sona.ContentItem(content_id="a", title="A", genres=("Horror",)),
+            sona.ContentItem(content_id="b", title="B", genres=("Comedy", "Horror")),
+        ]
+    )
     assert cat.index_of(["b", "a"]).tolist() == [1, 0]
     with pytest.raises(KeyError):
         cat.index_of(["zz"])
@@ -77,6 +89,8 @@ def test_catalog_lookup_and_unknown_ids() -> None:
     assert err.value.content_ids == ["zz"]
     assert cat.genre_matrix().toarray().tolist() == [[0, 1], [1, 1]]
     with pytest.raises(sona.ValidationError):
-        sona.Catalog([sona.ContentItem(content_id="a", title="A"), sona.ContentItem(content_id="a", title="B")])
+        sona.Catalog(
+            [sona.ContentItem(content_id="a", title="A"), sona.ContentItem(content_id="a", title="B")]
+        )
     with pytest.raises(sona.ValidationError):
         sona.ContentItem(content_id="x", title="X", release_year=99999)

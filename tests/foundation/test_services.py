@@ -41,8 +41,9 @@ def test_kafka_round_trip(kafka_brokers: str) -> None:
             await producer.send_and_wait(topic, b"hello", key=b"k")
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_brokers, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=kafka_brokers, auto_offset_reset="earliest", enable_auto_commit=False
+        )
         await consumer.start()
         try:
             msg = await asyncio.wait_for(consumer.getone(), timeout=20)
