@@ -22,11 +22,22 @@ def _config(connection: Connection) -> Config:
     return cfg
 
 
+_LOCK_ID = 0x5_0_4A  # arbitrary constant: one migration at a time per PostgreSQL database
+
+
+def _serialize(connection: Connection) -> None:
+    """Several serving machines may start at once; only one migrates, the others then see head."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
+
+
 def upgrade(connection: Connection, revision: str = "head") -> None:
+    _serialize(connection)
     command.upgrade(_config(connection), revision)
 
 
 def downgrade(connection: Connection, revision: str = "base") -> None:
+    _serialize(connection)
     command.downgrade(_config(connection), revision)
 
 

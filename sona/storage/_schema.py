@@ -15,7 +15,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sona.storage._types import JSONType, UTCDateTime
 
 __all__ = [
-    "JOB_STATUSES",
     "AdapterBlobRow",
     "Base",
     "ContentRow",
@@ -24,9 +23,6 @@ __all__ = [
     "UserProfileRow",
     "ViewingEventRow",
 ]
-
-#: Allowed values of ``training_jobs.status`` (also a CHECK constraint).
-JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "skipped")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias), not BIGINT.
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
