@@ -1,0 +1,94 @@
+"""Start ``bentoml serve`` for the SONA service as a child process (tests, benchmarks, quickstart).
+
+:func:`serve` picks a free loopback port, starts the server with the given
+environment, waits for ``/ready`` and stops the whole process group on exit,
+so no server outlives the block that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+__all__ = ["free_port", "serve"]
+
+SERVICE = "serving.sona_service:SonaService"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(
+    env: Mapping[str, str], *, host: str = "127.0.0.1", port: int | None = None, timeout: float = 180.0
+) -> Iterator[str]:
+    """Run the service until the block ends; yields its base URL.
+
+    ``env`` is added to the current environment (``JWT_SECRET``,
+    ``DATABASE_URL``, ``SONA_MODEL_DIR``, ...). Raises ``RuntimeError`` with the
+    server's log tail if it exits or is not ready within ``timeout`` seconds.
+    """
+    port = port or free_port(host)
+    full_env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        **env,
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    cmd = [str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port)]
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        base = f"http://{host}:{port}"
+        try:
+            _wait_ready(proc, base, timeout, log)
+            yield base
+        finally:
+            _stop(proc)
+
+
+def _tail(log: object) -> str:
+    log.seek(0)  # type: ignore[attr-defined]
+    return log.read().decode(errors="replace")[-4000:]  # type: ignore[attr-defined]
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float, log: object) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

@@ -1,0 +1,152 @@
+"""What a running SONA service holds: engine, storage, secret and the training queue.
+
+:func:`build_state` is the whole start-up sequence (migrate the database, get
+an engine, mirror its catalog into the ``content`` table, start the training
+worker). Tests build the same state around a small engine and hand it to
+:func:`serving._api.create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from serving._auth import resolve_jwt_secret
+from serving._engine import load_or_fit_engine
+from serving._jobs import TrainingOutcome, TrainingQueue
+from sona import (
+    FitError,
+    InsufficientDataError,
+    NotFittedError,
+    Settings,
+    Sona,
+    TrainedTooRecentlyError,
+    TrainingRejectedError,
+)
+from sona.lora import (
+    AdapterStore,
+    DatabaseAdapterStore,
+    DirectoryAdapterStore,
+    UserAdapterConfig,
+    update_user_adapter,
+)
+from sona.storage import Storage
+
+__all__ = ["ServiceState", "build_state"]
+
+logger = logging.getLogger("serving.state")
+
+#: How long clients may cache a recommendation list.
+DEFAULT_TTL_SECONDS = 300
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """Everything the endpoints share.
+
+    ``write_lock`` serializes the operations that change the engine
+    (``observe`` and adapter installs) so a profile update and a finishing
+    training job never interleave; reads do not take it.
+    """
+
+    engine: Sona
+    storage: Storage
+    jwt_secret: str
+    ttl_seconds: int = DEFAULT_TTL_SECONDS
+    write_lock: threading.RLock = field(default_factory=threading.RLock)
+    training: TrainingQueue | None = None
+    adapter_config: UserAdapterConfig = field(default_factory=UserAdapterConfig)
+    adapter_store: AdapterStore | None = None
+
+    def start(self) -> ServiceState:
+        """Start the training worker; re-queue jobs a previous process left ``queued``."""
+        if self.training is None:
+            self.training = TrainingQueue(self.storage, self._train)
+            for job in self.storage.list_jobs(status="running"):
+                self.storage.update_job(job.job_id, status="failed", error="interrupted by a service restart")
+            for job in self.storage.list_jobs(status="queued"):
+                self.training.enqueue(job.job_id, job.user_id)
+        self.training.start()
+        return self
+
+    def stop(self) -> None:
+        if self.training is not None:
+            self.training.stop()
+
+    def ready_model(self) -> bool:
+        """True once the engine is fitted."""
+        return hasattr(self.engine, "state_")
+
+    def submit_training(self, user_id: str, *, force: bool) -> str:
+        """Check the guards now (422 / 409 to the caller), then queue the job; returns its id."""
+        self.check_training(user_id, force=force)
+        if self.training is None:
+            raise NotFittedError("the training worker is not running")
+        return self.training.submit(user_id, force)
+
+    def check_training(self, user_id: str, *, force: bool) -> None:
+        """The training guards, answered from the database before anything is queued.
+
+        The worker applies the same guards again (``strict``), so a race between
+        two requests ends as a ``skipped`` job, never as two trainings.
+        """
+        cfg = self.adapter_config
+        count = self.storage.count_qualifying_events(user_id)
+        if count < cfg.min_events:
+            raise InsufficientDataError(user_id, count, cfg.min_events)
+        if force:
+            return
+        last = self.adapter_store.last_trained_at(user_id) if self.adapter_store else None
+        if last is None:
+            last = self.storage.last_trained_at(user_id)
+        if last is not None:
+            wait = cfg.min_interval_seconds - (datetime.now(UTC) - last).total_seconds()
+            if wait > 0:
+                raise TrainedTooRecentlyError(user_id, wait)
+
+    def _train(self, user_id: str, force: bool) -> TrainingOutcome:
+        """One user's ``UpdateUserLoRA``, run by the worker thread.
+
+        An adapter that does not beat the base model on the user's held-out
+        tail is not kept; that job ends ``skipped`` with the reason.
+        """
+        with self.write_lock:
+            summary = update_user_adapter(
+                self.engine, user_id, force=force, config=self.adapter_config, store=self.adapter_store
+            )
+        if user_id in summary.failed:
+            raise FitError(summary.failed[user_id])
+        row = summary.metrics.loc[summary.metrics["user_id"] == user_id]
+        if user_id not in summary.trained or row.empty:
+            base = float(row["holdout_base"].iloc[0]) if not row.empty else float("nan")
+            tuned = float(row["holdout_adapter"].iloc[0]) if not row.empty else float("nan")
+            raise TrainingRejectedError(
+                f"adapter not kept: held-out score {tuned:.4f} does not beat the base model's {base:.4f}"
+            )
+        version = row["version"].iloc[0]
+        return TrainingOutcome(
+            events_used=int(row["n_events"].iloc[0]),
+            adapter_version=None if pd.isna(version) else int(version),
+            metrics={
+                "holdout_base": float(row["holdout_base"].iloc[0]),
+                "holdout_adapter": float(row["holdout_adapter"].iloc[0]),
+            },
+        )
+
+
+def build_state(settings: Settings) -> ServiceState:
+    """Start-up: refuse without a JWT secret (unless dev mode), migrate, load or fit, start the worker."""
+    secret = resolve_jwt_secret(settings)
+    storage = Storage(settings.database_url)
+    storage.upgrade()
+    engine = load_or_fit_engine(settings, storage)
+    store: AdapterStore = (
+        DatabaseAdapterStore(storage)
+        if settings.adapter_store == "database"
+        else DirectoryAdapterStore(settings.adapter_dir, storage=storage)
+    )
+    return ServiceState(engine=engine, storage=storage, jwt_secret=secret, adapter_store=store).start()

@@ -1,0 +1,39 @@
+"""The SONA HTTP service on BentoML 1.4.
+
+Run it with ``bentoml serve serving.sona_service:SonaService``. The FastAPI app
+of :mod:`serving._api` is mounted at ``/``; BentoML adds ``/metrics``,
+``/livez`` and ``/readyz`` (the latter follows ``/ready`` via ``__is_ready__``).
+
+One worker process: the engine, its adapters and the training queue live in
+process memory, so a second worker would serve a different engine.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from serving._api import attach_state, create_app
+from serving._state import ServiceState, build_state
+from sona import load_settings
+
+__all__ = ["SonaService", "app"]
+
+app = create_app()
+
+
+@bentoml.service(name="sona", workers=1, traffic={"timeout": 60})
+@bentoml.asgi_app(app, path="/")
+class SonaService:
+    """Loads settings, database, engine and training worker once per process."""
+
+    def __init__(self) -> None:
+        self.state: ServiceState = build_state(load_settings())
+        attach_state(app, self.state)
+
+    def __is_ready__(self) -> bool:
+        return self.state.ready_model() and self.state.storage.ping()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.state.stop()
+        self.state.storage.dispose()

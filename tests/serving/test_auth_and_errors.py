@@ -1,0 +1,124 @@
+"""Auth and the error contract, through the ASGI app before any engine is attached.
+
+Authentication runs before the app touches its state, so every 401 case is
+visible on an app that has no engine yet (which is also how a starting
+service behaves). Cross-user 403 and the service scope are in test_api.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from starlette.testclient import TestClient
+
+from serving._api import create_app
+from serving._auth import issue_token
+
+SECRET = "test-secret-0123456789abcdef0123"
+ENDPOINTS = [
+    ("post", "/api/v1/recommendations", {"user_id": "u1"}),
+    ("post", "/api/v1/personalization/score", {"user_id": "u1", "content_id": "1"}),
+    ("post", "/api/v1/profile/update", {"user_id": "u1", "viewing_events": []}),
+    ("post", "/api/v1/lora/train", {"user_id": "u1"}),
+    ("get", "/api/v1/lora/jobs/some-job", None),
+]
+
+
+@pytest.fixture
+def client() -> TestClient:
+    app = create_app()
+    app.state.jwt_secret = SECRET
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def _claims(**extra: object) -> dict[str, object]:
+    now = int(time.time())
+    return {"sub": "u1", "iat": now, "exp": now + 600, **extra}
+
+
+ATTACKS: dict[str, tuple[str | None, str]] = {
+    "missing_header": (None, "missing"),
+    "not_bearer": ("Basic dTE6cHc=", "malformed"),
+    "empty_bearer": ("Bearer ", "malformed"),
+    "malformed": ("Bearer not.a.jwt", "malformed"),
+    "expired": ("Bearer " + issue_token("u1", SECRET, ttl_seconds=-10), "expired"),
+    "bad_signature": ("Bearer " + issue_token("u1", "another-secret-0123456789abcdef"), "bad_signature"),
+    "alg_none": ("Bearer " + jwt.encode(_claims(), None, algorithm="none"), "bad_algorithm"),
+    "alg_hs512": ("Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS512"), "bad_algorithm"),
+    "missing_sub": (
+        "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "sub"}, SECRET, algorithm="HS256"),
+        "missing_sub",
+    ),
+    "empty_sub": ("Bearer " + jwt.encode(_claims(sub=" "), SECRET, algorithm="HS256"), "missing_sub"),
+    "missing_exp": (
+        "Bearer " + jwt.encode({"sub": "u1", "iat": int(time.time())}, SECRET, algorithm="HS256"),
+        "missing_claim",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS, ids=[p for _, p, _ in ENDPOINTS])
+def test_every_protected_endpoint_rejects_every_attack_token_with_401(
+    client: TestClient, attack: str, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    header, reason = ATTACKS[attack]
+    headers = {"Authorization": header} if header is not None else {}
+    response = client.request(method, path, json=body, headers=headers)
+    assert response.status_code == 401, response.text
+    payload = response.json()
+    assert payload["error"] == "unauthorized"
+    assert payload["reason"] == reason
+    assert payload["message"]
+    assert payload["request_id"] == response.headers["x-request-id"]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_health_needs_no_token_and_ready_is_503_without_engine(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["error"] == "not_ready"
+    assert ready.json()["checks"]["model"] == "not loaded"
+
+
+def test_valid_token_on_a_starting_service_is_503_not_500(client: TestClient) -> None:
+    token = issue_token("u1", SECRET)
+    response = client.post(
+        "/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 503
+    assert response.json()["error"] == "not_ready"
+
+
+def test_unknown_route_is_json_404_and_request_id_is_echoed(client: TestClient) -> None:
+    response = client.get("/api/v1/nope", headers={"X-Request-ID": "trace-42"})
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "message": "Not Found", "request_id": "trace-42"}
+    assert response.headers["x-request-id"] == "trace-42"
+
+
+def test_unsafe_request_id_is_replaced(client: TestClient) -> None:
+    response = client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_metrics_count_requests_and_jwt_failures(client: TestClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("sona_jwt_failures_total", {"reason": "expired"})
+    before_req = value("sona_http_requests_total", {"endpoint": "/api/v1/recommendations", "status": "401"})
+    client.post(
+        "/api/v1/recommendations",
+        json={"user_id": "u1"},
+        headers={"Authorization": "Bearer " + issue_token("u1", SECRET, ttl_seconds=-10)},
+    )
+    assert value("sona_jwt_failures_total", {"reason": "expired"}) == before + 1
+    after_req = value("sona_http_requests_total", {"endpoint": "/api/v1/recommendations", "status": "401"})
+    assert after_req == before_req + 1
