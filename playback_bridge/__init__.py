@@ -1,0 +1,75 @@
+"""The playback bridge: Redis playback sessions, sync notifications, playback events, and the
+consumer that turns them into sona viewing events.
+
+``serving.playback`` is the HTTP service; ``python -m playback_bridge.consumer``
+runs the Kafka consumer as its own process.
+"""
+
+from playback_bridge._messages import (
+    SCHEMA_VERSION,
+    EventType,
+    PlaybackEvent,
+    PlaybackState,
+    PoisonMessageError,
+    PositionUpdated,
+    Quality,
+    SessionCreated,
+    SessionEnded,
+    SyncProgress,
+    completion_rate,
+    decode_event,
+    encode_event,
+    viewing_event_id,
+)
+from playback_bridge._producer import (
+    EventHandler,
+    EventProducer,
+    InProcessEventBus,
+    KafkaEventProducer,
+    ProducerStats,
+    Topics,
+    ensure_topics,
+)
+from playback_bridge._sessions import (
+    ContinueWatchingItem,
+    PlaybackSession,
+    SessionStore,
+    resume_position,
+)
+from playback_bridge._sink import BatchResult, EventSink, ProfileEngine, TrainingQueue, events_frame
+from playback_bridge._sync import SyncNotifier, SyncStats
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BatchResult",
+    "ContinueWatchingItem",
+    "EventHandler",
+    "EventProducer",
+    "EventSink",
+    "EventType",
+    "InProcessEventBus",
+    "KafkaEventProducer",
+    "PlaybackEvent",
+    "PlaybackSession",
+    "PlaybackState",
+    "PoisonMessageError",
+    "PositionUpdated",
+    "ProducerStats",
+    "ProfileEngine",
+    "Quality",
+    "SessionCreated",
+    "SessionEnded",
+    "SessionStore",
+    "SyncNotifier",
+    "SyncProgress",
+    "SyncStats",
+    "Topics",
+    "TrainingQueue",
+    "completion_rate",
+    "decode_event",
+    "encode_event",
+    "ensure_topics",
+    "events_frame",
+    "resume_position",
+    "viewing_event_id",
+]

@@ -1,0 +1,327 @@
+"""Publishing playback events: one interface, a Kafka and an in-process implementation.
+
+``publish`` is a plain (non-async) call that only appends to a bounded buffer,
+so it can never block a request. A background task drains the buffer. When the
+buffer is full (a long broker outage, a stuck handler) new events are dropped
+and counted; events that fail to send are put back and retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from playback_bridge import _metrics
+from playback_bridge._messages import (
+    EventType,
+    PositionUpdated,
+    SessionCreated,
+    SessionEnded,
+    encode_event,
+)
+
+__all__ = [
+    "EventHandler",
+    "EventProducer",
+    "InProcessEventBus",
+    "KafkaEventProducer",
+    "ProducerStats",
+    "Topics",
+    "ensure_topics",
+]
+
+log = logging.getLogger(__name__)
+
+AnyEvent = SessionCreated | PositionUpdated | SessionEnded
+#: What the in-process bus (and the Kafka consumer, after decoding) hands batches to.
+EventHandler = Callable[[Sequence[AnyEvent]], Awaitable[object]]
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names derived from ``KAFKA_TOPIC_PREFIX``."""
+
+    prefix: str = "playback"
+
+    def for_type(self, event_type: EventType) -> str:
+        return f"{self.prefix}.{event_type.value}"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.dead-letter"
+
+    @property
+    def consumed(self) -> tuple[str, str]:
+        """The topics the consumer feeds into sona."""
+        return (self.for_type(EventType.POSITION_UPDATED), self.for_type(EventType.SESSION_ENDED))
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (*(self.for_type(t) for t in EventType), self.dead_letter)
+
+    def event_type(self, topic: str) -> EventType | None:
+        for t in EventType:
+            if topic == self.for_type(t):
+                return t
+        return None
+
+
+async def ensure_topics(brokers: Sequence[str], names: Sequence[str], partitions: int) -> list[str]:
+    """Create the topics that are missing; returns the names created.
+
+    Tansu (our test broker) answers ``CreateTopics`` like Kafka, including error
+    36 for an existing topic, which is treated as success.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(brokers))
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+        )
+    finally:
+        await admin.close()
+    created = []
+    for name, code, message in response.topic_errors:
+        if code == 0:
+            created.append(name)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            raise KafkaError(f"cannot create topic {name!r}: error {code} {message}")
+    return created
+
+
+@runtime_checkable
+class EventProducer(Protocol):
+    """Where the playback service sends its events."""
+
+    async def start(self) -> None: ...
+
+    def publish(self, event: AnyEvent) -> None:
+        """Queue one event and return at once; never raises, never blocks."""
+        ...
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far has been delivered (or the timeout)."""
+        ...
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is buffered (up to ``timeout`` seconds), then release connections."""
+        ...
+
+
+@dataclass(slots=True)
+class ProducerStats:
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    retried: int = 0
+
+
+class _Buffered:
+    """A bounded buffer drained by one background task that delivers batches."""
+
+    transport = "base"
+
+    def __init__(self, *, max_buffer: int, max_batch: int, retry_backoff_seconds: float) -> None:
+        self.max_buffer = max_buffer
+        self.max_batch = max_batch
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.stats = ProducerStats()
+        self._buffer: deque[AnyEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def publish(self, event: AnyEvent) -> None:
+        if len(self._buffer) >= self.max_buffer:
+            self.stats.dropped += 1
+            _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc()
+            return
+        self._buffer.append(event)
+        self.stats.published += 1
+        self._idle.clear()
+        self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def _start_loop(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _deliver(self, batch: list[AnyEvent]) -> list[AnyEvent]:
+        """Deliver a batch; return the events that failed and should be retried."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            if not self._buffer:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            n = min(self.max_batch, len(self._buffer))
+            batch = [self._buffer.popleft() for _ in range(n)]
+            try:
+                failed = await self._deliver(batch)
+            except Exception:  # a bug or outage in delivery must not kill the loop
+                log.exception("event delivery failed; will retry")
+                failed = batch
+            delivered = len(batch) - len(failed)
+            self.stats.delivered += delivered
+            _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="sent").inc(delivered)
+            if failed:
+                self.stats.retried += len(failed)
+                _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="retried").inc(len(failed))
+                self._buffer.extendleft(reversed(failed))
+                while len(self._buffer) > self.max_buffer:  # newer events pay for the outage
+                    self._buffer.pop()
+                    self.stats.dropped += 1
+                    _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc()
+                await asyncio.sleep(self.retry_backoff_seconds)
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _stop_loop(self, timeout: float) -> None:
+        await self.flush(timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class InProcessEventBus(_Buffered):
+    """Delivers the event objects themselves to a handler in the same process.
+
+    Used when ``KAFKA_BROKERS`` is unset, so the quickstart still feeds sona
+    from playback: the handler is the consumer's :class:`~playback_bridge.EventSink`.
+    """
+
+    transport = "inprocess"
+
+    def __init__(
+        self,
+        handler: EventHandler,
+        *,
+        max_buffer: int = 10_000,
+        max_batch: int = 1_000,
+        retry_backoff_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(
+            max_buffer=max_buffer, max_batch=max_batch, retry_backoff_seconds=retry_backoff_seconds
+        )
+        self.handler = handler
+
+    async def start(self) -> None:
+        self._start_loop()
+
+    async def _deliver(self, batch: list[AnyEvent]) -> list[AnyEvent]:
+        await self.handler(batch)
+        return []
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self._stop_loop(timeout)
+
+
+class KafkaEventProducer(_Buffered):
+    """Publishes to ``{prefix}.{event-type}`` with key = ``user_id`` (snappy, acks=1, linger 10 ms).
+
+    The broker may be down at start-up or go away later: the background task
+    keeps (re)connecting and the buffer holds up to ``max_buffer`` events.
+    """
+
+    transport = "kafka"
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        topics: Topics,
+        *,
+        partitions: int = 3,
+        create_topics: bool = True,
+        max_buffer: int = 10_000,
+        max_batch: int = 1_000,
+        linger_ms: int = 10,
+        request_timeout_ms: int = 5_000,
+        retry_backoff_seconds: float = 0.5,
+    ) -> None:
+        super().__init__(
+            max_buffer=max_buffer, max_batch=max_batch, retry_backoff_seconds=retry_backoff_seconds
+        )
+        self.brokers = tuple(brokers)
+        self.topics = topics
+        self.partitions = partitions
+        self.create_topics = create_topics
+        self.linger_ms = linger_ms
+        self.request_timeout_ms = request_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Try to connect now; if the broker is down, connect later from the send loop."""
+        with contextlib.suppress(KafkaError, OSError):
+            await self._connect()
+        self._start_loop()
+
+    async def _connect(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            if self.create_topics:
+                await ensure_topics(self.brokers, self.topics.all, self.partitions)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=list(self.brokers),
+                compression_type="snappy",
+                acks=1,
+                linger_ms=self.linger_ms,
+                request_timeout_ms=self.request_timeout_ms,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _deliver(self, batch: list[AnyEvent]) -> list[AnyEvent]:
+        try:
+            producer = await self._connect()
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka unavailable (%s); %d events buffered", exc, len(self._buffer) + len(batch))
+            return batch
+        futures: list[asyncio.Future[object]] = []
+        sent: list[AnyEvent] = []
+        try:
+            for event in batch:
+                futures.append(
+                    await producer.send(
+                        self.topics.for_type(event.event_type),
+                        value=encode_event(event),
+                        key=event.user_id.encode(),
+                    )
+                )
+                sent.append(event)
+        except KafkaError as exc:
+            log.warning("Kafka send failed (%s); will retry", exc)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [e for e, r in zip(sent, results, strict=True) if isinstance(r, BaseException)]
+        return failed + batch[len(sent) :]
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self._stop_loop(timeout)
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

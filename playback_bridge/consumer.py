@@ -1,0 +1,358 @@
+"""The Kafka consumer that feeds sona from playback: ``python -m playback_bridge.consumer``.
+
+A consumer group on ``{prefix}.position-updated`` and ``{prefix}.session-ended``.
+Each polled batch is decoded, poison messages are copied to
+``{prefix}.dead-letter`` with the reason, the good events go to the handler
+(an :class:`~playback_bridge.EventSink` writing ``viewing_events``), and only
+then are the offsets committed. A crash between the write and the commit
+replays the batch, which the idempotent ``event_id`` turns into a no-op.
+
+On a rebalance the listener waits for the batch in flight to finish and commit,
+so a partition is never handed over with work done but not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from playback_bridge import _metrics
+from playback_bridge._messages import PoisonMessageError, decode_event
+from playback_bridge._producer import AnyEvent, EventHandler, Topics, ensure_topics
+from sona.errors import DataError
+
+__all__ = ["ConsumerStats", "PlaybackConsumer", "main"]
+
+log = logging.getLogger("playback_bridge.consumer")
+
+_Decoded = tuple[list[tuple[ConsumerRecord, AnyEvent]], list[tuple[ConsumerRecord, str]]]
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Running totals of one consumer (also exported as Prometheus metrics)."""
+
+    messages: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    commits: int = 0
+    handler_retries: int = 0
+    #: ``time.monotonic()`` when the first non-empty poll returned, and when the last batch was committed.
+    first_batch_at: float | None = None
+    last_batch_at: float | None = None
+
+    @property
+    def messages_per_second(self) -> float:
+        """Throughput from the first polled batch to the last commit (group join excluded)."""
+        if (
+            self.first_batch_at is None
+            or self.last_batch_at is None
+            or self.last_batch_at <= self.first_batch_at
+        ):
+            return 0.0
+        return self.messages / (self.last_batch_at - self.first_batch_at)
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: PlaybackConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # The batch in flight holds the lock until its offsets are committed.
+        async with self._consumer._lock:
+            log.info(
+                "partitions revoked after flush: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)
+            )
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class PlaybackConsumer:
+    """Consumes playback events in batches and hands them to ``handler``.
+
+    Parameters
+    ----------
+    brokers, topics
+        Where to read from (``topics.consumed``) and dead-letter to.
+    handler
+        Awaited with the decoded events of one batch; must be idempotent. If it
+        raises ``sona.DataError`` the batch is retried event by event and the
+        events it still refuses are dead-lettered; any other error is retried
+        with backoff (the batch stays uncommitted).
+    max_batch
+        Records per poll.
+    """
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        topics: Topics,
+        handler: EventHandler,
+        *,
+        group_id: str = "sona-playback",
+        partitions: int = 3,
+        max_batch: int = 5_000,
+        poll_timeout_ms: int = 500,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        retry_backoff_seconds: float = 1.0,
+    ) -> None:
+        self.brokers = tuple(brokers)
+        self.topics = topics
+        self.handler = handler
+        self.group_id = group_id
+        self.partitions = partitions
+        self.max_batch = max_batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.stats = ConsumerStats()
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        await ensure_topics(self.brokers, (*self.topics.consumed, self.topics.dead_letter), self.partitions)
+        self._dlq = AIOKafkaProducer(bootstrap_servers=list(self.brokers), acks="all")
+        await self._dlq.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=list(self.brokers),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+        self._consumer.subscribe(list(self.topics.consumed), listener=_FlushOnRevoke(self))
+        await self._consumer.start()
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, commit it and leave (signal-safe)."""
+        self._stopping.set()
+
+    async def run(self, *, max_idle_seconds: float | None = None) -> ConsumerStats:
+        """Consume until :meth:`request_stop` (or ``max_idle_seconds`` without messages).
+
+        Two batches overlap: the next one is polled and decoded on the event
+        loop while the previous one is written (in a worker thread) and
+        committed. Commits stay in batch order.
+        """
+        assert self._consumer is not None, "call start() first"
+        idle_since = time.monotonic()
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
+                )
+                if not batch:
+                    if max_idle_seconds is not None and time.monotonic() - idle_since > max_idle_seconds:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                if self.stats.first_batch_at is None:
+                    self.stats.first_batch_at = idle_since
+                decoded = self._decode(batch)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._complete(batch, decoded))
+        finally:
+            if in_flight is not None:
+                await in_flight
+        return self.stats
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Decode, dead-letter, hand over and commit one polled batch."""
+        await self._complete(batch, self._decode(batch))
+
+    def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> _Decoded:
+        decoded: list[tuple[ConsumerRecord, AnyEvent]] = []
+        poison: list[tuple[ConsumerRecord, str]] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    decoded.append((record, decode_event(record.value)))
+                except PoisonMessageError as exc:
+                    poison.append((record, exc.reason))
+        return decoded, poison
+
+    async def _complete(self, batch: dict[TopicPartition, list[ConsumerRecord]], prepared: _Decoded) -> None:
+        assert self._consumer is not None
+        started = time.perf_counter()
+        decoded, poison = prepared
+        async with self._lock:
+            events = [event for _, event in decoded]
+            self.stats.messages += sum(len(r) for r in batch.values())
+            self.stats.events += len(events)
+            for kind, count in Counter(e.event_type.value for e in events).items():
+                _metrics.CONSUMER_MESSAGES.labels(event_type=kind).inc(count)
+            refused = {id(e) for e in await self._hand_over(events)}
+            poison = poison + [
+                (r, "refused by storage: invalid viewing event") for r, e in decoded if id(e) in refused
+            ]
+            await self._dead_letter(poison)
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            try:
+                await self._consumer.commit(offsets)
+                self.stats.commits += 1
+            except (CommitFailedError, IllegalStateError) as exc:
+                # Another member owns the partition now; it replays, and event ids dedupe.
+                log.warning("commit after rebalance failed (%s); the batch will be replayed", exc)
+            self.stats.batches += 1
+            self.stats.last_batch_at = time.monotonic()
+            self._record_lag(offsets)
+        _metrics.CONSUMER_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _hand_over(self, events: list[AnyEvent]) -> list[AnyEvent]:
+        """Give the events to the handler until it accepts; return those it refuses as invalid."""
+        if not events:
+            return []
+        while True:
+            try:
+                await self.handler(events)
+                return []
+            except DataError:
+                refused = []
+                for event in events:
+                    try:
+                        await self.handler([event])
+                    except DataError:
+                        refused.append(event)
+                return refused
+            except Exception as exc:  # storage outage: keep the batch uncommitted and retry
+                self.stats.handler_retries += 1
+                log.warning("writing batch failed (%s: %s); retrying", type(exc).__name__, exc)
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(self.retry_backoff_seconds)
+
+    async def _dead_letter(self, poison: list[tuple[ConsumerRecord, str]]) -> None:
+        if not poison:
+            return
+        assert self._dlq is not None
+        futures = []
+        for record, reason in poison:
+            body = {
+                "reason": reason,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp_ms": record.timestamp,
+                "key": record.key.decode("utf-8", "replace") if record.key else None,
+                "value": record.value.decode("utf-8", "replace") if record.value is not None else None,
+            }
+            futures.append(
+                await self._dlq.send(
+                    self.topics.dead_letter,
+                    value=json.dumps(body).encode(),
+                    key=record.key,
+                    headers=[("dead-letter-reason", reason.encode())],
+                )
+            )
+            log.warning("dead-lettered %s/%d@%d: %s", record.topic, record.partition, record.offset, reason)
+        await asyncio.gather(*futures)  # durable before the offsets are committed
+        self.stats.dead_letters += len(poison)
+        _metrics.DEAD_LETTERS.inc(len(poison))
+
+    def _record_lag(self, committed: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        for tp, offset in committed.items():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                _metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, high - offset)
+                )
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()  # leaves the group; the listener flushes first
+            self._consumer = None
+        if self._dlq is not None:
+            await self._dlq.stop()
+            self._dlq = None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m playback_bridge.consumer",
+        description="Feed sona from playback events (KAFKA_BROKERS, KAFKA_TOPIC_PREFIX, DATABASE_URL).",
+    )
+    p.add_argument("--group-id", default="sona-playback")
+    p.add_argument("--max-batch", type=int, default=5_000)
+    p.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)"
+    )
+    p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
+    p.add_argument("--exit-when-idle", type=float, default=None, help="stop after this many idle seconds")
+    p.add_argument("--no-upgrade", action="store_true", help="do not run database migrations at start")
+    return p
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    from playback_bridge._sink import EventSink
+    from sona.config import load_settings
+    from sona.storage import Storage
+
+    settings = load_settings()
+    if not settings.kafka_brokers:
+        log.error("KAFKA_BROKERS is not set; the consumer needs a broker")
+        return 2
+    storage = Storage(settings.database_url)
+    if not args.no_upgrade:
+        storage.upgrade()
+    sink = EventSink(storage)
+    consumer = PlaybackConsumer(
+        settings.kafka_brokers,
+        Topics(settings.kafka_topic_prefix),
+        sink,
+        group_id=args.group_id,
+        partitions=settings.kafka_partitions,
+        max_batch=args.max_batch,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+    )
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, consumer.request_stop)
+    await consumer.start()
+    log.info("consuming %s as group %r", ", ".join(consumer.topics.consumed), args.group_id)
+    try:
+        stats = await consumer.run(max_idle_seconds=args.exit_when_idle)
+    finally:
+        await consumer.stop()
+        storage.dispose()
+    log.info("stopped: %s", stats)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return asyncio.run(_amain(_parser().parse_args(argv)))
+    except KafkaError as exc:
+        log.error("Kafka error: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""The playback HTTP service: sessions in Redis, then events and sync notifications.
+
+``create_app`` builds the FastAPI app from its collaborators, so tests run it
+in-process against real Redis; :class:`PlaybackService` is the thin BentoML
+wrapper that builds them from the environment (``bentoml serve
+serving.playback:PlaybackService``).
+
+Each write goes to Redis first; only then are the side effects fired, and
+neither can delay or fail the request: ``EventProducer.publish`` appends to a
+bounded buffer and ``SyncNotifier.notify`` starts a bounded fire-and-forget task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import bentoml
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+from starlette.responses import JSONResponse
+
+from playback_bridge import (
+    ContinueWatchingItem,
+    EventProducer,
+    InProcessEventBus,
+    KafkaEventProducer,
+    PlaybackSession,
+    PlaybackState,
+    PositionUpdated,
+    Quality,
+    SessionCreated,
+    SessionEnded,
+    SessionStore,
+    SyncNotifier,
+    SyncProgress,
+    Topics,
+    completion_rate,
+)
+from serving._auth import Principal, authorize, resolve_jwt_secret
+from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
+from sona import NotFoundError, Settings, load_settings
+
+__all__ = ["PlaybackService", "build_app", "create_app"]
+
+_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"\S")]
+_SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+async def _caller(request: Request) -> Principal:
+    # An async wrapper: FastAPI runs a plain ``def`` dependency in a worker thread, which
+    # cost ~1 ms per request on the PATCH hot path.
+    return bearer_principal(request)
+
+
+Authenticated = Annotated[Principal, Depends(_caller)]
+
+
+class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: _Id
+    content_id: _Id
+    device_id: _Id
+    duration_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    quality: Quality = Quality.AUTO
+
+
+class PositionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    position_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    playback_state: PlaybackState | None = None
+
+
+class UserSessions(BaseModel):
+    user_id: str
+    sessions: list[PlaybackSession]
+
+
+class ContinueWatching(BaseModel):
+    user_id: str
+    items: list[ContinueWatchingItem]
+
+
+class SessionNotFoundError(NotFoundError):
+    """No live playback session has this id."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"unknown playback session {session_id!r}")
+        self.session_id = session_id
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    body = {
+        "error": "session_store_unavailable",
+        "message": "the playback session store (Redis) is unreachable; retry shortly",
+        "request_id": rid,
+    }
+    return JSONResponse(body, status_code=503, headers={REQUEST_ID_HEADER: rid, "Retry-After": "1"})
+
+
+def create_app(
+    *,
+    redis: aioredis.Redis,
+    producer: EventProducer,
+    notifier: SyncNotifier,
+    jwt_secret: str,
+    namespace: str = "playback",
+) -> FastAPI:
+    """The playback API over the given Redis client, event producer and sync notifier.
+
+    The app's lifespan starts the producer and, on shutdown, flushes and stops
+    it and closes the notifier; the Redis client stays the caller's.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await producer.start()
+        try:
+            yield
+        finally:
+            await producer.stop()
+            await notifier.aclose()
+
+    app = FastAPI(title="sona playback", lifespan=lifespan)
+    app.state.jwt_secret = jwt_secret
+    install_error_handlers(app)
+    app.add_exception_handler(RedisError, _redis_unavailable)
+    store = SessionStore(redis, namespace=namespace)
+
+    async def owned(session_id: str, principal: Authenticated) -> PlaybackSession:
+        session = await store.get(session_id)
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        authorize(principal, session.user_id)
+        return session
+
+    @app.post("/api/v1/sessions", status_code=201)
+    async def create_session(body: CreateSessionRequest, principal: Authenticated) -> PlaybackSession:
+        authorize(principal, body.user_id)
+        session = await store.create(**body.model_dump())
+        producer.publish(
+            SessionCreated(
+                session_id=session.id,
+                user_id=session.user_id,
+                content_id=session.content_id,
+                device_id=session.device_id,
+                duration_seconds=session.duration_seconds,
+                quality=session.quality,
+                timestamp=session.started_at,
+            )
+        )
+        return session
+
+    @app.get("/api/v1/sessions/{session_id}")
+    async def get_session(session_id: _SessionId, principal: Authenticated) -> PlaybackSession:
+        return await owned(session_id, principal)
+
+    @app.patch("/api/v1/sessions/{session_id}/position")
+    async def update_position(
+        session_id: _SessionId, body: PositionRequest, principal: Authenticated
+    ) -> PlaybackSession:
+        current = await owned(session_id, principal)
+        session = await store.update_position(current, body.position_seconds, body.playback_state)
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        producer.publish(
+            PositionUpdated(
+                session_id=session.id,
+                user_id=session.user_id,
+                content_id=session.content_id,
+                device_id=session.device_id,
+                position_seconds=session.position_seconds,
+                playback_state=session.playback_state,
+                duration_seconds=session.duration_seconds,
+                timestamp=session.updated_at,
+            )
+        )
+        notifier.notify(
+            SyncProgress(
+                user_id=session.user_id,
+                content_id=session.content_id,
+                device_id=session.device_id,
+                position_seconds=session.position_seconds,
+                duration_seconds=session.duration_seconds,
+                state=session.playback_state,
+                timestamp=session.updated_at,
+            )
+        )
+        return session
+
+    @app.delete("/api/v1/sessions/{session_id}", status_code=204)
+    async def delete_session(session_id: _SessionId, principal: Authenticated) -> Response:
+        current = await store.get(session_id)
+        if current is not None:
+            authorize(principal, current.user_id)
+            final = await store.delete(session_id)
+            if final is not None:
+                producer.publish(
+                    SessionEnded(
+                        session_id=final.id,
+                        user_id=final.user_id,
+                        content_id=final.content_id,
+                        device_id=final.device_id,
+                        final_position_seconds=final.position_seconds,
+                        completion_rate=completion_rate(final.position_seconds, final.duration_seconds),
+                        duration_seconds=final.duration_seconds,
+                    )
+                )
+        return Response(status_code=204)
+
+    @app.get("/api/v1/users/{user_id}/sessions")
+    async def user_sessions(
+        user_id: Annotated[str, Path(max_length=255)], principal: Authenticated
+    ) -> UserSessions:
+        authorize(principal, user_id)
+        return UserSessions(user_id=user_id, sessions=await store.for_user(user_id))
+
+    @app.get("/api/v1/playback/continue-watching")
+    async def continue_watching(
+        user_id: Annotated[str, Query(min_length=1, max_length=255)],
+        principal: Authenticated,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> ContinueWatching:
+        authorize(principal, user_id)
+        return ContinueWatching(user_id=user_id, items=await store.continue_watching(user_id, limit))
+
+    return app
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The app wired from settings: Kafka when ``KAFKA_BROKERS`` is set, else the in-process bus."""
+    redis = aioredis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=0.5,
+        socket_timeout=1.0,
+        health_check_interval=30,
+    )
+    producer: EventProducer
+    if settings.kafka_brokers:
+        producer = KafkaEventProducer(
+            settings.kafka_brokers, Topics(settings.kafka_topic_prefix), partitions=settings.kafka_partitions
+        )
+    else:
+        from playback_bridge import EventSink
+        from sona.storage import Storage
+
+        storage = Storage(settings.database_url)
+        storage.upgrade()
+        producer = InProcessEventBus(EventSink(storage))
+    return create_app(
+        redis=redis,
+        producer=producer,
+        notifier=SyncNotifier(settings.sync_service_url),
+        jwt_secret=resolve_jwt_secret(settings),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
+    # BentoML runs the lifespan of the mounted shell; the real app is built in __init__.
+    inner: FastAPI | None = getattr(shell.state, "inner", None)
+    if inner is None:
+        yield
+        return
+    async with inner.router.lifespan_context(inner):
+        yield
+
+
+_shell = FastAPI(lifespan=_inner_lifespan)
+
+
+@bentoml.service(name="playback", traffic={"timeout": 10})
+@bentoml.asgi_app(_shell, path="/")
+class PlaybackService:
+    """Playback sessions over HTTP; configuration comes from the environment (``sona.load_settings``)."""
+
+    def __init__(self) -> None:
+        self.app = build_app(load_settings())
+        _shell.state.inner = self.app
+        _shell.mount("/", self.app)
