@@ -1,0 +1,252 @@
+"""Discovery: hybrid catalog search over HTTP, personalized for callers with a valid JWT.
+
+``POST /api/v1/search`` parses the body, resolves the caller (no token means
+anonymous; a bad token is a 401, never a silent downgrade), calls
+:meth:`sona.search.SearchIndex.search` once and serializes the page. The FastAPI
+app is built by :func:`create_app` so tests run it in-process; :class:`Discovery`
+is the BentoML service that mounts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import bentoml
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, decode_token, parse_bearer
+from serving._errors import bearer_principal, install_error_handlers
+from serving._metrics import JWT_FAILURES
+from sona import Catalog, ConfigError, NotFittedError
+from sona.search import MAX_PAGE_SIZE, SearchFilters, SearchHit, SearchIndex, SearchPage
+
+__all__ = ["Discovery", "SearchRequest", "SearchResponse", "configure", "create_app"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFiltersIn(_Body):
+    genres: list[str] | None = Field(default=None, max_length=64)
+    blocked_genres: list[str] | None = Field(default=None, max_length=64)
+    year_range: tuple[int, int] | None = Field(default=None, description="[from, to], inclusive")
+    rating_range: tuple[float, float] | None = Field(default=None, description="[from, to], inclusive")
+    content_rating_limit: str | None = Field(default=None, max_length=16, description="e.g. PG-13")
+    platforms: list[str] | None = Field(default=None, max_length=64)
+
+    def to_domain(self) -> SearchFilters:
+        return SearchFilters(
+            genres=tuple(self.genres or ()),
+            blocked_genres=tuple(self.blocked_genres or ()),
+            year_range=self.year_range,
+            rating_range=self.rating_range,
+            content_rating_limit=self.content_rating_limit,
+            platforms=tuple(self.platforms or ()),
+        )
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, max_length=512)
+    filters: SearchFiltersIn | None = None
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
+    experiment_variant: str | None = Field(default=None, max_length=64)
+
+
+class ContentOut(BaseModel):
+    id: str
+    title: str
+    overview: str
+    release_year: int | None
+    genres: list[str]
+    people: list[str]
+    duration_seconds: float | None
+    popularity: float
+
+
+class SearchResultOut(BaseModel):
+    content: ContentOut
+    relevance_score: float
+    match_reasons: list[str]
+    vector_similarity: float | None
+    keyword_score: float | None
+    personalization_score: float | None
+
+    @classmethod
+    def from_hit(cls, hit: SearchHit) -> SearchResultOut:
+        c = hit.content
+        return cls(
+            content=ContentOut(
+                id=c.content_id,
+                title=c.title,
+                overview=c.overview,
+                release_year=c.release_year,
+                genres=list(c.genres),
+                people=list(c.people),
+                duration_seconds=c.duration_seconds,
+                popularity=c.popularity,
+            ),
+            relevance_score=hit.relevance_score,
+            match_reasons=list(hit.match_reasons),
+            vector_similarity=hit.vector_similarity,
+            keyword_score=hit.keyword_score,
+            personalization_score=hit.personalization_score,
+        )
+
+
+class FacetsOut(BaseModel):
+    genres: dict[str, int]
+    years: dict[str, int]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResultOut]
+    total_count: int
+    page: int
+    page_size: int
+    facets: FacetsOut
+    search_time_ms: float
+    personalized: bool
+    personalization_weight: float
+
+    @classmethod
+    def from_page(cls, page: SearchPage) -> SearchResponse:
+        return cls(
+            results=[SearchResultOut.from_hit(h) for h in page.hits],
+            total_count=page.total_count,
+            page=page.page,
+            page_size=page.page_size,
+            facets=FacetsOut(
+                genres=page.facets.genres, years={str(y): c for y, c in page.facets.years.items()}
+            ),
+            search_time_ms=round(page.search_time_ms, 3),
+            personalized=page.personalized,
+            personalization_weight=page.personalization_weight,
+        )
+
+
+class RefreshResponse(BaseModel):
+    n_items: int
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """The caller, or ``None`` when no ``Authorization`` header is sent.
+
+    A header that is present but empty, malformed, expired, forged or unsigned
+    raises :class:`AuthError` (401): only the absence of a token means anonymous.
+    """
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    secret = getattr(request.app.state, "jwt_secret", None)
+    if not secret:
+        raise ConfigError("app.state.jwt_secret is not configured")
+    try:
+        return decode_token(parse_bearer(header), secret)
+    except AuthError as exc:
+        JWT_FAILURES.labels(reason=exc.reason).inc()
+        raise
+
+
+MaybeAuthenticated = Annotated[Principal | None, Depends(optional_principal)]
+Authenticated = Annotated[Principal, Depends(bearer_principal)]
+
+
+def _index(request: Request) -> SearchIndex:
+    index = getattr(request.app.state, "search_index", None)
+    if index is None:
+        raise NotFittedError("the search index is not loaded yet")
+    return index
+
+
+def configure(
+    app: FastAPI,
+    *,
+    index: SearchIndex,
+    jwt_secret: str,
+    catalog_loader: Callable[[], Catalog] | None = None,
+) -> FastAPI:
+    """Attach a fitted index, the HS256 secret and (optionally) the catalog source used by refresh."""
+    app.state.search_index = index
+    app.state.jwt_secret = jwt_secret
+    app.state.catalog_loader = catalog_loader
+    return app
+
+
+def create_app(
+    index: SearchIndex | None = None,
+    *,
+    jwt_secret: str | None = None,
+    catalog_loader: Callable[[], Catalog] | None = None,
+) -> FastAPI:
+    """The Discovery FastAPI app; unconfigured (503 until :func:`configure`) when ``index`` is None."""
+    app = FastAPI(title="sona discovery", version="1")
+    install_error_handlers(app)
+    app.state.search_index = None
+    app.state.jwt_secret = None
+    app.state.catalog_loader = None
+    if index is not None:
+        if not jwt_secret:
+            raise ConfigError("create_app needs jwt_secret together with index")
+        configure(app, index=index, jwt_secret=jwt_secret, catalog_loader=catalog_loader)
+
+    @app.post("/api/v1/search", response_model=SearchResponse)
+    def search(body: SearchRequest, request: Request, principal: MaybeAuthenticated) -> SearchResponse:
+        page = _index(request).search(
+            body.query,
+            filters=body.filters.to_domain() if body.filters is not None else None,
+            page=body.page,
+            page_size=body.page_size,
+            user_id=principal.user_id if principal is not None else None,
+            experiment_variant=body.experiment_variant,
+        )
+        return SearchResponse.from_page(page)
+
+    @app.post("/api/v1/search/refresh", response_model=RefreshResponse)
+    def refresh(request: Request, principal: Authenticated) -> RefreshResponse:
+        """Re-read the catalog and swap in a new index (service tokens only)."""
+        if SERVICE_SCOPE not in principal.scopes:
+            raise ForbiddenError(f"refreshing the index needs the {SERVICE_SCOPE!r} scope")
+        loader = request.app.state.catalog_loader
+        if loader is None:
+            raise NotFittedError("no catalog source is configured for refresh")
+        index = _index(request).refresh(loader())
+        return RefreshResponse(n_items=len(index.catalog))
+
+    return app
+
+
+app = create_app()
+
+
+def _load_catalog() -> Catalog:
+    """The catalog from the configured database (``DATABASE_URL``)."""
+    from sona import load_settings
+    from sona.storage import Storage
+
+    return Storage.from_settings(load_settings()).load_catalog()
+
+
+@bentoml.service(name="sona-discovery", traffic={"timeout": 10})
+@bentoml.asgi_app(app, path="/")
+class Discovery:
+    """BentoML service: builds the index from the stored catalog once, then serves search.
+
+    The trained engine in ``SONA_MODEL_DIR`` (if present) personalizes; without one,
+    authenticated callers get the anonymous order (tokens are still verified).
+    """
+
+    def __init__(self) -> None:
+        from serving._auth import resolve_jwt_secret
+        from sona import Sona, load_settings
+        from sona.search import MiniLMEmbedder
+
+        settings = load_settings()
+        engine = Sona.load(settings.engine_dir) if settings.engine_dir.exists() else None
+        self.index = SearchIndex(MiniLMEmbedder(), personalizer=engine).fit(_load_catalog())
+        configure(
+            app, index=self.index, jwt_secret=resolve_jwt_secret(settings), catalog_loader=_load_catalog
+        )

@@ -1,0 +1,35 @@
+"""Hybrid catalog search: BM25 + sentence embeddings fused by weighted RRF, personalized by sona.
+
+Pure library (no web imports); ``serving.discovery`` puts HTTP in front of it.
+"""
+
+from sona.search._config import DEFAULT_VARIANTS, SearchConfig
+from sona.search._embedder import Embedder, MiniLMEmbedder, minilm_model_path
+from sona.search._filters import CONTENT_RATINGS, SearchFilters, filter_mask
+from sona.search._fusion import minmax, top_k, weighted_rrf
+from sona.search._index import MAX_PAGE_SIZE, SearchIndex, embedding_text, keyword_text
+from sona.search._personalize import GenreAffinityPersonalizer, Personalizer
+from sona.search._results import Facets, SearchHit, SearchPage
+
+__all__ = [
+    "CONTENT_RATINGS",
+    "DEFAULT_VARIANTS",
+    "MAX_PAGE_SIZE",
+    "Embedder",
+    "Facets",
+    "GenreAffinityPersonalizer",
+    "MiniLMEmbedder",
+    "Personalizer",
+    "SearchConfig",
+    "SearchFilters",
+    "SearchHit",
+    "SearchIndex",
+    "SearchPage",
+    "embedding_text",
+    "filter_mask",
+    "keyword_text",
+    "minilm_model_path",
+    "minmax",
+    "top_k",
+    "weighted_rrf",
+]
