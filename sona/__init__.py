@@ -3,10 +3,11 @@
 The supported public API is what ``__all__`` lists; everything else is private.
 """
 
-from sona import datasets
+from sona import datasets, evaluation, search
 from sona._ids import ContentId, UserId
 from sona.catalog import Catalog, ContentItem
 from sona.config import Settings, load_settings
+from sona.engine import Recommendation, Sona, SonaConfig
 from sona.errors import (
     AdapterCorruptError,
     ConfigError,
@@ -33,12 +34,16 @@ from sona.events import (
     events_to_frame,
     validate_events,
 )
+from sona.profile import UserProfile
+from sona.storage import AdapterRecord, AddEventsResult, Storage, TrainingJob
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EVENT_COLUMNS",
     "AdapterCorruptError",
+    "AdapterRecord",
+    "AddEventsResult",
     "Catalog",
     "ConfigError",
     "ContentId",
@@ -50,21 +55,29 @@ __all__ = [
     "InsufficientDataError",
     "NotFittedError",
     "NotFoundError",
+    "Recommendation",
     "Settings",
+    "Sona",
+    "SonaConfig",
     "SonaError",
+    "Storage",
     "StorageError",
     "TrainedTooRecentlyError",
+    "TrainingJob",
     "TrainingRejectedError",
     "UnknownContentError",
     "UnknownJobError",
     "UnknownUserError",
     "UserId",
+    "UserProfile",
     "ValidationError",
     "ViewingEvent",
     "__version__",
     "datasets",
+    "evaluation",
     "events_from_records",
     "events_to_frame",
     "load_settings",
+    "search",
     "validate_events",
 ]

@@ -1,0 +1,23 @@
+"""Models: the shared base model, its user tower, item-item weights and ranking primitives."""
+
+from sona.models._base_model import BaseModelParams, TrainedBase, train_base_model
+from sona.models._item_item import ease_weights, itemknn_weights
+from sona.models._ranking import mask_rows, mmr_rerank, standardize_rows, topk_rows
+from sona.models._tower import LORA_TARGET_MODULES, TowerScorer, UserTower
+from sona.models.base import Recommender
+
+__all__ = [
+    "LORA_TARGET_MODULES",
+    "BaseModelParams",
+    "Recommender",
+    "TowerScorer",
+    "TrainedBase",
+    "UserTower",
+    "ease_weights",
+    "itemknn_weights",
+    "mask_rows",
+    "mmr_rerank",
+    "standardize_rows",
+    "topk_rows",
+    "train_base_model",
+]

@@ -1,0 +1,130 @@
+"""SonaConfig: every hyperparameter of the engine, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from sona.errors import ConfigError
+
+__all__ = ["CollaborativeKind", "SonaConfig"]
+
+CollaborativeKind = Literal["auto", "ease", "itemknn"]
+
+
+@dataclass(frozen=True, slots=True)
+class SonaConfig:
+    """Hyperparameters of :class:`sona.Sona`. Derive variants with ``dataclasses.replace``.
+
+    Base model (torch)
+        ``dim`` embedding size; ``hidden_dim`` user-tower width; ``epochs``,
+        ``batch_size`` (users), ``lr``, ``weight_decay``; ``input_dropout`` share
+        of input titles dropped in reconstruction steps; ``cut_low`` earliest
+        history cut (fraction) for the predict-later objective;
+        ``reconstruct_share`` share of users per step trained to reconstruct
+        their whole history instead.
+    Profiles
+        ``min_completion`` below which a viewing is ignored; decay
+        ``decay_base ** (days / decay_period_days)``; ``genre_smoothing`` the
+        Laplace alpha; ``people_min_count`` how many titles a person needs to
+        count as a feature.
+    Collaborative source
+        ``collaborative``: ``"ease"``, ``"itemknn"`` or ``"auto"`` (EASE up to
+        ``dense_collab_max_items`` titles, ItemKNN above, since EASE is dense
+        in n_items²); ``ease_lambda``; ``knn_neighbors``.
+    Fusion (applied at ranking time; no refit needed to change them)
+        ``w_*``: weights of the per-user standardized sources: collaborative,
+        tower, content, graph (people), popularity, trending (views within
+        ``trending_days`` of the newest event), genre affinity and request context.
+    Ranking
+        ``mmr_candidates`` candidates per user re-ranked by MMR when
+        ``diversity > 0``; ``explore_epsilon`` chance of one exploration slot,
+        decaying as ``epsilon * 0.5 ** (n_events / explore_halflife)`` (0 = off,
+        the default, so evaluation is pure exploitation).
+    Run
+        ``seed`` for all randomness; ``progress`` shows a tqdm bar during fit;
+        ``train_threads`` torch threads while training (the tensors are small,
+        so more threads mostly spin; restored afterwards).
+    """
+
+    dim: int = 64
+    hidden_dim: int = 256
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    input_dropout: float = 0.3
+    cut_low: float = 0.5
+    reconstruct_share: float = 0.3
+    min_completion: float = 0.3
+    decay_base: float = 0.95
+    decay_period_days: float = 30.0
+    genre_smoothing: float = 1.0
+    people_min_count: int = 2
+    collaborative: CollaborativeKind = "auto"
+    dense_collab_max_items: int = 5000
+    ease_lambda: float = 300.0
+    knn_neighbors: int = 100
+    w_collaborative: float = 1.0
+    w_tower: float = 4.0
+    w_content: float = 0.2
+    w_graph: float = 0.0
+    w_popularity: float = 0.0
+    w_trending: float = 0.0
+    w_genre: float = 0.2
+    w_context: float = 0.3
+    trending_days: float = 30.0
+    mmr_candidates: int = 50
+    explore_epsilon: float = 0.0
+    explore_halflife: float = 20.0
+    seed: int = 0
+    progress: bool = True
+    train_threads: int = 1
+
+    def __post_init__(self) -> None:
+        positive_int = (
+            "dim",
+            "hidden_dim",
+            "batch_size",
+            "people_min_count",
+            "knn_neighbors",
+            "mmr_candidates",
+        )
+        for name in positive_int:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"SonaConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("epochs", "dense_collab_max_items", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"SonaConfig.{name} must be an integer >= 0, got {v!r}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"SonaConfig.{f.name} must be finite, got {v!r}")
+        unit = ("input_dropout", "cut_low", "reconstruct_share", "min_completion", "explore_epsilon")
+        for name in unit:
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"SonaConfig.{name} must be in [0, 1], got {v!r}")
+        if not 0.0 < self.decay_base <= 1.0:
+            raise ConfigError(f"SonaConfig.decay_base must be in (0, 1], got {self.decay_base!r}")
+        for name in (
+            "lr",
+            "decay_period_days",
+            "genre_smoothing",
+            "ease_lambda",
+            "trending_days",
+            "explore_halflife",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"SonaConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"SonaConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.collaborative not in ("auto", "ease", "itemknn"):
+            raise ConfigError(
+                f"SonaConfig.collaborative must be 'auto', 'ease' or 'itemknn', got {self.collaborative!r}"
+            )
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"SonaConfig.progress must be a boolean, got {self.progress!r}")
