@@ -19,4 +19,4 @@ scripts/services.sh start >"$env_file"
 # shellcheck disable=SC1090
 source "$env_file"
 export SONA_REQUIRE_SERVICES=1
-"$VENV/bin/python" -m pytest -p no:cacheprovider -ra "$@"
+"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --nbmake tests notebooks "$@"

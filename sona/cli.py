@@ -1,24 +1,59 @@
-"""The ``sona`` command line. ``sona db upgrade`` applies the packaged migrations.
+"""The ``sona`` command line: the library's jobs (schema, fit, scheduled adapter training, evaluation).
 
-Reads settings from the environment (see :mod:`sona.config`); a bad variable
-exits with status 2 and a message naming it.
+Settings come from the environment (see :mod:`sona.config`). Exit codes, the
+same for every command:
+
+====  ==========================================================================
+0     success (for ``train-adapters``: every selected user was processed)
+1     the job ran but failed (a fit error; some users' adapters failed to train)
+2     usage or configuration error (bad option or environment variable,
+      missing model or data); nothing was changed
+130   interrupted by SIGINT (Ctrl-C); ``train-adapters`` resumes on rerun
+143   terminated by SIGTERM (e.g. Kubernetes); resumes on rerun as well
+====  ==========================================================================
+
+This module is the library's half of the CLI and imports no web or messaging
+stack; ``serving.cli`` adds ``serve``, ``consume`` and ``demo-events`` to it.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sona.config import Settings, load_settings
-from sona.errors import ConfigError, StorageError
+from sona.errors import ConfigError, DataError, SonaError, StorageError
 
 if TYPE_CHECKING:
+    from sona.engine import Sona, SonaConfig
+    from sona.lora import AdapterStore
     from sona.storage import Storage
 
-__all__ = ["app"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "app",
+    "settings_or_exit",
+]
 
-app = typer.Typer(help="sona: personalization for a video-streaming media gateway.", no_args_is_help=True)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+app = typer.Typer(
+    help="sona: personalization for a video-streaming media gateway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema (Alembic migrations packaged with sona).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -90,5 +125,352 @@ def db_current(url: UrlOption = None) -> None:
         storage.dispose()
 
 
-if __name__ == "__main__":
+def settings_or_exit() -> Settings:
+    """The environment's settings; a bad variable prints its name and exits with status 2."""
+    return _settings()
+
+
+# ---------------------------------------------------------------- shared helpers
+def _die(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _open_storage(settings: Settings) -> Storage:
+    """The configured database, migrated to the packaged head (idempotent)."""
+    from sona.storage import Storage
+
+    storage = Storage(settings.database_url)
+    storage.upgrade()
+    return storage
+
+
+def _adapter_store(settings: Settings, storage: Storage) -> AdapterStore:
+    from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore
+
+    if settings.adapter_store == "database":
+        return DatabaseAdapterStore(storage)
+    return DirectoryAdapterStore(settings.adapter_dir, storage=storage)
+
+
+def _load_engine(settings: Settings) -> Sona:
+    from sona.engine import Sona
+
+    directory = settings.engine_dir
+    if not directory.exists() or not any(directory.iterdir()):
+        raise _die(f"no trained model in {directory}; run `sona fit --data PATH` first", EXIT_USAGE)
+    try:
+        return Sona.load(directory)
+    except StorageError as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[dict[str, int]]:
+    """Turn the first SIGINT/SIGTERM into a polite stop request (checked between chunks).
+
+    Yields a dict whose ``"signal"`` entry is set to the received signal number;
+    a second signal falls through to the default action (immediate exit).
+    """
+    got: dict[str, int] = {}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        got["signal"] = signum
+        typer.echo(
+            f"\nreceived {signal.Signals(signum).name}: finishing the current chunk, then stopping", err=True
+        )
+        for sig in previous:
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield got
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="A MovieLens-100k directory (RecBole *.inter or GroupLens u.data), "
+        "or 'synthetic[:USERS[xITEMS]]' for the seeded generator.",
+        show_default=False,
+    ),
+]
+EpochsOption = Annotated[
+    int | None, typer.Option("--epochs", min=0, help="Base-model epochs (default: SonaConfig's).")
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for data generation and training.")]
+
+
+def _engine_config(epochs: int | None, seed: int, progress: bool) -> SonaConfig:
+    from sona.engine import SonaConfig
+
+    base = SonaConfig(seed=seed, progress=progress)
+    return base if epochs is None else SonaConfig(seed=seed, progress=progress, epochs=epochs)
+
+
+# ---------------------------------------------------------------- fit
+@app.command("fit")
+def fit(
+    data: DataOption,
+    epochs: EpochsOption = None,
+    seed: SeedOption = 0,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option("--model-dir", help="Where to save; default SONA_MODEL_DIR.", show_default=False),
+    ] = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store/--no-store",
+            help="Also write the catalog and the training events to DATABASE_URL (services and "
+            "train-adapters count a user's events there).",
+        ),
+    ] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train the shared base model on --data and save the engine to SONA_MODEL_DIR.
+
+    A second fit replaces the saved engine atomically; running services pick it
+    up on restart.
+    """
+    from sona._datasource import load_training_data
+    from sona.engine import Sona
+
+    settings = _settings()
+    try:
+        dataset = load_training_data(data, seed=seed)
+    except (ConfigError, DataError) as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
+    cfg = _engine_config(epochs, seed, progress)
+    target = model_dir or settings.engine_dir
+    t0 = time.perf_counter()
+    try:
+        engine = Sona(dataset.catalog, cfg).fit(dataset.events)
+        engine.save(target)
+    except DataError as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
+    except SonaError as exc:
+        raise _die(str(exc), EXIT_FAILED) from exc
+    fit_seconds = time.perf_counter() - t0
+    if store:
+        try:
+            storage = _open_storage(settings)
+            try:
+                storage.upsert_content(dataset.catalog)
+                storage.add_events(dataset.events)
+            finally:
+                storage.dispose()
+        except StorageError as exc:
+            raise _die(f"model saved to {target}, but the database write failed: {exc}", EXIT_FAILED) from exc
+    typer.echo(
+        f"fitted on {dataset.source}: {len(dataset.events)} events, {len(engine.user_index_)} users, "
+        f"{len(dataset.catalog)} titles in {fit_seconds:.1f} s; saved to {target}"
+    )
+
+
+# ---------------------------------------------------------------- train-adapters
+def _select_users(engine: Sona, storage: Storage, users_file: Path | None, since: str | None) -> list[str]:
+    from sona._adapter_run import parse_since, read_user_file
+
+    if users_file is not None:
+        text = sys.stdin.read() if str(users_file) == "-" else None
+        return read_user_file(users_file, text)
+    if since is not None:
+        return storage.users_with_events_since(parse_since(since))
+    stored = storage.users_with_events_since(parse_since("1970-01-01"))
+    return sorted(set(map(str, engine.users_)) | set(stored))
+
+
+def _sync_events(engine: Sona, storage: Storage, users: list[str]) -> int:
+    """Feed the engine the stored events it has not seen (playback, API) for ``users``; returns how many."""
+    if not users:
+        return 0
+    events = storage.events_for_users(users)
+    if events.empty:
+        return 0
+    known = engine.catalog.lookup(events["content_id"]) >= 0
+    fresh = events[known & ~events["event_id"].isin(engine.history_["event_id"])]
+    if len(fresh):
+        engine.observe(fresh.reset_index(drop=True))
+    return len(fresh)
+
+
+@app.command("train-adapters")
+def train_adapters_cmd(
+    users_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--users", help="File with one user id per line ('-' reads stdin; '#' starts a comment)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only users with events at or after this ISO 8601 time (naive = UTC)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Train at most N of the selected users.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Torch threads for the vectorized trainer.")
+    ] = 1,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size", min=1, help="Users per vectorized training step and per checkpoint write."
+        ),
+    ] = 64,
+    force: Annotated[
+        bool, typer.Option("--force", help="Ignore the minimum interval between two trainings of a user.")
+    ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id", help="Name of the run to resume; default: derived from --users/--since/--limit."
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an unfinished run's checkpoint and start over.")
+    ] = False,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option("--checkpoint-dir", help="Where run checkpoints live; default $SONA_DATA_DIR/runs."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train per-user LoRA adapters for the selected users: the scheduled (cron / CronJob) job.
+
+    Loads the engine from SONA_MODEL_DIR, brings it up to date with the events
+    stored in DATABASE_URL, then trains users in chunks. After each chunk the
+    users' outcomes are written to a checkpoint, so after SIGINT/SIGTERM or a
+    crash the same command continues with the users that are left. Users with
+    too few events, or trained within the minimum interval, are skipped;
+    adapters that do not beat the base model on the user's held-out tail are
+    not kept (rejected).
+
+    Prints one summary line: users trained, skipped and failed, median lift
+    on the held-out tail, seconds. Exit codes: 0 done, 1 some users failed,
+    2 usage/configuration error, 130 SIGINT, 143 SIGTERM (rerun to resume).
+    """
+    if users_file is not None and since is not None:
+        raise typer.BadParameter("use either --users or --since, not both", param_hint="--users/--since")
+    from sona._adapter_run import RunCheckpoint, run_adapter_training, run_key
+
+    settings = _settings()
+    engine = _load_engine(settings)
+    try:
+        storage = _open_storage(settings)
+    except StorageError as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
+    try:
+        try:
+            users = _select_users(engine, storage, users_file, since)
+        except ConfigError as exc:
+            raise _die(str(exc), EXIT_USAGE) from exc
+        if limit is not None:
+            users = users[:limit]
+        synced = _sync_events(engine, storage, users)
+        if synced:
+            typer.echo(f"applied {synced} stored events the model had not seen", err=True)
+        listed = None if users_file is None else "\n".join(users)  # the list's content names the run
+        key = run_id or run_key(users=listed, since=since, limit=limit)
+        checkpoint = RunCheckpoint(checkpoint_dir or settings.data_dir / "runs", key)
+        if restart:
+            checkpoint.reset()
+        import torch
+
+        torch.set_num_threads(workers)
+        with _graceful_stop() as stop:
+            report = run_adapter_training(
+                engine,
+                users,
+                checkpoint=checkpoint,
+                store=_adapter_store(settings, storage),
+                force=force,
+                chunk_size=chunk_size,
+                progress=progress,
+                should_stop=lambda: "signal" in stop,
+            )
+    except SonaError as exc:
+        raise _die(str(exc), EXIT_FAILED) from exc
+    finally:
+        storage.dispose()
+    typer.echo(report.summary_line())
+    for user, reason in list(report.failures.items())[:20]:
+        typer.echo(f"failed: {user}: {reason}", err=True)
+    if report.interrupted:
+        typer.echo(f"checkpoint: {checkpoint.path} (rerun the same command to resume)", err=True)
+        raise typer.Exit(EXIT_TERMINATED if stop.get("signal") == signal.SIGTERM else EXIT_INTERRUPTED)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    data: DataOption,
+    k: Annotated[int, typer.Option("--k", min=1, help="Cut-off of the ranking metrics.")] = 10,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            "--test-fraction", min=0.01, max=0.99, help="Last share of each user's events held out."
+        ),
+    ] = 0.2,
+    epochs: EpochsOption = None,
+    seed: SeedOption = 0,
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Also score Pop, ItemKNN and EASE.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Offline evaluation on --data: temporal split, full ranking, metrics at K against baselines.
+
+    Each user's last --test-fraction of events is held out; models are fitted
+    on the rest and rank every unseen title (no sampled negatives).
+    """
+    import json
+
+    from sona._datasource import load_training_data
+    from sona.engine import Sona
+    from sona.evaluation import EASE, ItemKNN, Pop, evaluate, temporal_split
+
+    try:
+        dataset = load_training_data(data, seed=seed)
+        train, test = temporal_split(dataset.events, test_fraction)
+    except (ConfigError, DataError) as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
+    cfg = _engine_config(epochs, seed, progress)
+    models: dict[str, object] = {"sona": Sona(dataset.catalog, cfg)}
+    if baselines:
+        models.update(Pop=Pop(dataset.catalog), ItemKNN=ItemKNN(dataset.catalog), EASE=EASE(dataset.catalog))
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            model.fit(train)  # type: ignore[attr-defined]
+            rows[name] = {**evaluate(model, test, k), "seconds": time.perf_counter() - t0}  # type: ignore[arg-type]
+    except SonaError as exc:
+        raise _die(str(exc), EXIT_FAILED) from exc
+    if as_json:
+        typer.echo(json.dumps({"data": dataset.source, "k": k, "metrics": rows}, indent=2))
+        return
+    typer.echo(f"{dataset.source}; {len(train)} train / {len(test)} test events; metrics at {k}")
+    cols = ("ndcg", "recall", "precision", "hit_rate", "coverage", "seconds")
+    typer.echo(f"{'model':<8}" + "".join(f"{c:>11}" for c in cols))
+    for name, m in rows.items():
+        typer.echo(f"{name:<8}" + "".join(f"{m[c]:>11.4f}" for c in cols))
+
+
+def main() -> None:
+    """Console-script entry for the library-only CLI (``python -m sona.cli``)."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The full ``sona`` command line: the library's commands plus ``serve``, ``consume`` and ``demo-events``.
+
+``sona.cli`` holds the commands that need only the library (``db``, ``fit``,
+``train-adapters``, ``evaluate``); this module adds the ones that run the
+services or the bridge, which the library may not import. The console script
+``sona`` points here. Exit codes are those documented in :mod:`sona.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import httpx
+import typer
+
+from sona.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
+from sona.cli import app as library_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="sona: personalization for a video-streaming media gateway (library jobs, services, bridge).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(library_app)
+
+ROOT = Path(__file__).resolve().parents[1]
+ServiceName = Literal["all", "sona", "playback", "discovery"]
+_TARGETS: dict[str, str] = {
+    "all": "serving.gateway:Gateway",
+    "sona": "serving.sona_service:SonaService",
+    "playback": "serving.playback:PlaybackService",
+    "discovery": "serving.discovery:Discovery",
+}
+
+
+@app.command("serve")
+def serve(
+    service: Annotated[
+        str,
+        typer.Option(
+            "--service",
+            help="'all' (SONA + playback + discovery on one port), or 'sona', 'playback', 'discovery'.",
+        ),
+    ] = "all",
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 for all.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 3000,
+) -> None:
+    """Run the HTTP services with BentoML until SIGINT/SIGTERM.
+
+    Configuration comes from the environment (DATABASE_URL, REDIS_URL,
+    KAFKA_BROKERS, JWT_SECRET, SONA_MODEL_DIR, ...): with KAFKA_BROKERS set,
+    playback publishes to Kafka (run `sona consume` too); otherwise events
+    reach sona through the in-process bus. The model in SONA_MODEL_DIR is
+    loaded (or fitted on first start). API docs at /api/v1/docs.
+    """
+    if service not in _TARGETS:
+        raise typer.BadParameter(f"expected one of {', '.join(_TARGETS)}", param_hint="--service")
+    settings_or_exit()  # fail fast (exit 2) on a bad variable, before BentoML starts workers
+    bentoml = Path(sys.executable).with_name("bentoml")
+    cmd = [str(bentoml), "serve", _TARGETS[service], "--host", host, "--port", str(port)]
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+    raise typer.Exit(code)
+
+
+@app.command("consume")
+def consume(
+    group_id: Annotated[str, typer.Option("--group-id", help="Kafka consumer group.")] = "sona-playback",
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Messages per poll and write.")
+    ] = 5_000,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", min=0, help="Serve Prometheus metrics on this port (0: off).")
+    ] = 0,
+    exit_when_idle: Annotated[
+        float | None, typer.Option("--exit-when-idle", help="Stop after this many idle seconds.")
+    ] = None,
+    upgrade: Annotated[
+        bool, typer.Option("--upgrade/--no-upgrade", help="Run database migrations at start.")
+    ] = True,
+) -> None:
+    """Consume playback events from Kafka into sona viewing events (DATABASE_URL).
+
+    Reads `{KAFKA_TOPIC_PREFIX}.position-updated` and `.session-ended` from
+    KAFKA_BROKERS, writes one viewing event per finished session (idempotent),
+    dead-letters undecodable messages and commits offsets only after the write.
+    Stops cleanly on SIGINT/SIGTERM. Exit 2 when KAFKA_BROKERS is unset.
+    """
+    from playback_bridge.consumer import main as consumer_main
+
+    settings = settings_or_exit()
+    if not settings.kafka_brokers:
+        typer.echo("error: KAFKA_BROKERS is not set; the consumer needs a broker", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    argv = ["--group-id", group_id, "--max-batch", str(max_batch), "--metrics-port", str(metrics_port)]
+    if exit_when_idle is not None:
+        argv += ["--exit-when-idle", str(exit_when_idle)]
+    if not upgrade:
+        argv.append("--no-upgrade")
+    raise typer.Exit(consumer_main(argv))
+
+
+@app.command("demo-events")
+def demo_events(
+    url: Annotated[
+        str, typer.Option("--url", help="Base URL of a running `sona serve`.")
+    ] = "http://127.0.0.1:3000",
+    users: Annotated[int, typer.Option("--users", min=1, help="How many demo users watch.")] = 5,
+    user_prefix: Annotated[
+        str, typer.Option("--user-prefix", help="Demo user ids are PREFIX0, PREFIX1, ...")
+    ] = "demo-",
+    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Viewings per user.")] = 3,
+    updates: Annotated[int, typer.Option("--updates", min=1, help="Position updates per viewing.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of durations and completion rates.")] = 0,
+    jwt_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--jwt-secret",
+            envvar="JWT_SECRET",
+            help="Secret to mint a service token; default JWT_SECRET, else the quickstart's dev secret.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Play synthetic playback traffic against a running server.
+
+    Each demo user fetches recommendations and watches some of them through
+    the playback API (session, position updates, end), so viewing events flow
+    to profiles as they would from real players. Prints one summary line;
+    exit 1 if any request failed.
+    """
+    from serving._demo import play_demo_traffic
+
+    secret = jwt_secret
+    if not secret:
+        dev = settings_or_exit().data_dir / "dev-jwt-secret"
+        if not dev.exists():
+            typer.echo("error: set JWT_SECRET (or --jwt-secret) to the server's secret", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        secret = dev.read_text().strip()
+    ids = [f"{user_prefix}{i}" for i in range(users)]
+    try:
+        stats = play_demo_traffic(
+            url, secret, ids, sessions_per_user=sessions, updates_per_session=updates, seed=seed
+        )
+    except httpx.HTTPError as exc:  # transport errors: the server is not there
+        typer.echo(f"error: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+    typer.echo(stats.summary_line())
+    for err in stats.errors:
+        typer.echo(f"failed: {err}", err=True)
+    if stats.failed_requests:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

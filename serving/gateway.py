@@ -1,0 +1,227 @@
+"""SONA, playback and discovery on one port: one FastAPI app inside one BentoML service.
+
+Each service keeps its own ``create_app`` factory; :func:`compose` copies their
+routes and error handlers into one app and runs their lifespans, so the three
+APIs answer on one port with the same paths as when they run alone. The apps
+share one engine: playback events go through the event bus to an
+:class:`~playback_bridge.EventSink` that calls the engine's ``observe`` (under
+the service's write lock), so a finished viewing moves the user's profile and
+recommendations with no Kafka; discovery personalizes search with the same
+engine. With ``KAFKA_BROKERS`` set, playback publishes to Kafka instead and
+``sona consume`` writes the events.
+
+Run it with ``bentoml serve serving.gateway:Gateway`` (what ``sona serve`` and
+``make quickstart`` do). API docs: ``/api/v1/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import bentoml
+import pandas as pd
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+import sona
+from playback_bridge import (
+    EventProducer,
+    EventSink,
+    InProcessEventBus,
+    KafkaEventProducer,
+    SyncNotifier,
+    Topics,
+)
+from serving import _api as sona_api
+from serving import discovery, playback
+from serving._errors import install_error_handlers
+from serving._state import ServiceState, build_state
+from sona import Settings, SonaError, UserProfile, load_settings
+from sona.lora import attach_adapters
+from sona.search import MiniLMEmbedder, SearchIndex
+
+__all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
+
+logger = logging.getLogger("serving.gateway")
+
+API_DOCS = "/api/v1/docs"
+#: How often users the event sink queued for LoRA training are handed to the training worker.
+TRAINING_HANDOFF_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _LockedEngine:
+    """The sink's view of the engine: ``observe``/``profiles`` under the service's write lock."""
+
+    engine: sona.Sona
+    lock: threading.RLock
+
+    def observe(self, events: pd.DataFrame) -> object:
+        with self.lock:
+            return self.engine.observe(events)
+
+    def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]:
+        with self.lock:
+            return self.engine.profiles(user_ids)
+
+
+def compose(*apps: FastAPI, title: str = "sona", version: str = sona.__version__) -> FastAPI:
+    """One app with every path operation, error handler and lifespan of ``apps``.
+
+    Each sub-app's own docs routes are dropped; the composed app documents all
+    of them at ``/api/v1/docs``. Dependencies read ``request.app.state``, so the
+    caller sets the union of the sub-apps' state on the result (as
+    :func:`build_gateway` does).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for sub in apps:
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            yield
+
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url=API_DOCS,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    seen: set[tuple[str, frozenset[str]]] = set()
+    for sub in apps:
+        for route in sub.router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            key = (route.path, frozenset(route.methods or ()))
+            if key in seen:
+                raise sona.ConfigError(f"two services define {sorted(key[1])} {route.path}")
+            seen.add(key)
+            app.router.routes.append(route)
+        for exc, handler in sub.exception_handlers.items():
+            app.exception_handlers.setdefault(exc, handler)
+    return app
+
+
+@dataclass(slots=True)
+class GatewayParts:
+    """The composed app and what it is built from (tests and the quickstart inspect these)."""
+
+    app: FastAPI
+    state: ServiceState
+    sink: EventSink | None
+    index: SearchIndex
+
+
+def _producer(settings: Settings, sink: EventSink | None) -> EventProducer:
+    if settings.kafka_brokers:
+        return KafkaEventProducer(
+            settings.kafka_brokers, Topics(settings.kafka_topic_prefix), partitions=settings.kafka_partitions
+        )
+    assert sink is not None
+    return InProcessEventBus(sink)
+
+
+async def _hand_off_training(sink: EventSink, state: ServiceState) -> None:
+    """Move users the sink queued (enough new events) to the service's training worker."""
+    while True:
+        await asyncio.sleep(TRAINING_HANDOFF_SECONDS)
+        for user_id in sink.training_queue.drain():
+            try:
+                state.submit_training(user_id, force=False)
+            except SonaError as exc:  # a guard said no (too recent, too few events): not an error
+                logger.info("not training %s: %s", user_id, exc)
+
+
+def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> GatewayParts:
+    """Start-up of all three services over one engine and one database.
+
+    Raises ``sona.ConfigError`` without a JWT secret outside dev mode (as each
+    service does on its own).
+    """
+    state = build_state(settings)
+    attach_adapters(state.engine, config=state.adapter_config, store=state.adapter_store)
+    secret = state.jwt_secret
+    sink = (
+        None
+        if settings.kafka_brokers
+        else EventSink(state.storage, _LockedEngine(state.engine, state.write_lock))
+    )
+    redis = aioredis.from_url(
+        settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30
+    )
+    playback_app = playback.create_app(
+        redis=redis,
+        producer=_producer(settings, sink),
+        notifier=SyncNotifier(settings.sync_service_url),
+        jwt_secret=secret,
+        namespace=redis_namespace,
+    )
+    index = SearchIndex(MiniLMEmbedder(), personalizer=state.engine).fit(state.engine.catalog)
+    search_app = discovery.create_app(index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
+    app = compose(sona_api.create_app(state), playback_app, search_app)
+
+    @contextlib.asynccontextmanager
+    async def background(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_hand_off_training(sink, state)) if sink is not None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await redis.aclose()
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[None]:
+        async with inner(a), background(a):
+            yield
+
+    app.router.lifespan_context = lifespan
+    sona_api.attach_state(app, state)
+    discovery.configure(app, index=index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
+    return GatewayParts(app=app, state=state, sink=sink, index=index)
+
+
+@contextlib.asynccontextmanager
+async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
+    # BentoML runs the lifespan of the app it was given; the real app is built in __init__.
+    inner: FastAPI | None = getattr(shell.state, "inner", None)
+    if inner is None:
+        yield
+        return
+    async with inner.router.lifespan_context(inner):
+        yield
+
+
+_shell = FastAPI(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.service(name="sona-gateway", workers=1, traffic={"timeout": 60})
+@bentoml.asgi_app(_shell, path="/")
+class Gateway:
+    """SONA + playback + discovery in one process and one port; settings from the environment."""
+
+    def __init__(self) -> None:
+        self.parts = build_gateway(load_settings())
+        _shell.state.inner = self.parts.app
+        _shell.mount("/", self.parts.app)
+
+    def __is_ready__(self) -> bool:
+        return self.parts.state.ready_model() and self.parts.state.storage.ping()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.parts.state.stop()
+        self.parts.state.storage.dispose()
