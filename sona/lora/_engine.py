@@ -1,0 +1,210 @@
+"""Adapters on a fitted :class:`sona.Sona` engine: batch training and the single-user update.
+
+The engine exposes the hooks (``scorer_``, ``history_``, ``tower_inputs``,
+``adapters_``); this module turns its event history into training data and
+attaches a :class:`~sona.lora.model.UserAdapter` as ``engine.adapters_`` so
+``recommend``/``score`` use it (``use_adapter=False`` gives the base model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from sona.errors import ConfigError, NotFittedError
+from sona.features import engagement_weight, side_features
+from sona.lora._data import InputBuilder
+from sona.lora._store import AdapterStore
+from sona.lora._summary import AdapterTrainingSummary
+from sona.lora.config import UserAdapterConfig
+from sona.lora.model import TrainMethod, UserAdapter
+from sona.models import standardize_rows
+
+if TYPE_CHECKING:
+    from sona.engine import Sona
+
+__all__ = ["attach_adapters", "train_adapters", "update_user_adapter"]
+
+
+def _check(engine: Sona) -> None:
+    if not hasattr(engine, "scorer_") or not hasattr(engine, "history_"):
+        raise NotFittedError("the engine is not fitted; call fit(events) before training adapters")
+
+
+def attach_adapters(
+    engine: Sona,
+    *,
+    config: UserAdapterConfig | None = None,
+    store: AdapterStore | None = None,
+    byte_budget: int = 64 << 20,
+) -> UserAdapter:
+    """Return the engine's adapter set, creating (and attaching) one when needed.
+
+    The existing set is kept when it is built on the engine's current scorer and
+    matches ``config``/``store`` (None means "whatever it has"); otherwise a new
+    set replaces it (resident adapters then reload lazily from the store).
+    """
+    _check(engine)
+    current: Any = engine.adapters_
+    if (
+        isinstance(current, UserAdapter)
+        and current.scorer is engine.scorer_
+        and (config is None or config == current.config)
+        and (store is None or store is current.store)
+    ):
+        return current
+    keep = current if isinstance(current, UserAdapter) else None
+    adapters = UserAdapter(
+        engine.scorer_,
+        config or (keep.config if keep else UserAdapterConfig()),
+        store=store if store is not None else (keep.store if keep else None),
+        byte_budget=byte_budget,
+    )
+    engine.adapters_ = adapters
+    return adapters
+
+
+def engine_events(engine: Sona, user_ids: Sequence[str]) -> pd.DataFrame:
+    """The users' events with catalog ``item`` positions and engagement ``weight``."""
+    h = engine.history_
+    ev = h.loc[h["user_id"].isin(pd.Index(list(user_ids), dtype=object))].reset_index(drop=True)
+    out = ev.copy()
+    out["item"] = engine.catalog.index_of(ev["content_id"].to_numpy())
+    out["weight"] = engagement_weight(
+        ev["completion_rate"].to_numpy(),
+        ev["rating"].to_numpy(),
+        ev["dismissed"].to_numpy(),
+        min_completion=engine.config.min_completion,
+    )
+    return out
+
+
+def _fixed_sources(engine: Sona, st: Any) -> npt.NDArray[np.float32]:
+    """The engine's fused score without the tower, for profile state ``st`` (mirrors ``Sona._blocks``)."""
+    cfg = engine.config
+    n = st.preference.shape[0]
+    out = np.zeros((n, len(engine.catalog)), dtype=np.float32)
+    if cfg.w_collaborative:
+        raw = st.weights @ engine.collab_
+        raw = raw.toarray() if sp.issparse(raw) else np.asarray(raw)
+        out += cfg.w_collaborative * standardize_rows(raw.astype(np.float32))
+    if cfg.w_content:
+        out += cfg.w_content * standardize_rows(st.preference @ engine.content_unit_.T)
+    if cfg.w_graph and engine.graph_ is not None:
+        out += cfg.w_graph * standardize_rows((st.weights @ engine.graph_).toarray().astype(np.float32))
+    if cfg.w_genre:
+        g = np.asarray(engine.genre_mean_matrix_ @ st.genre_affinity.T).T
+        out += cfg.w_genre * standardize_rows(g.astype(np.float32))
+    if cfg.w_popularity:
+        out += cfg.w_popularity * engine.popularity_
+    if cfg.w_trending:
+        out += cfg.w_trending * engine.trending_
+    return out
+
+
+def engine_inputs(engine: Sona, *, fused: bool = True) -> InputBuilder:
+    """Tower inputs from any subset of events, built exactly as the engine builds profiles.
+
+    With ``fused`` it also returns the engine's other score sources for those
+    profiles, so adapters train on (and are accepted by) the ranking that is served.
+    """
+
+    def build(events: pd.DataFrame, user_ids: list[str]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        ev = events.reset_index(drop=True)
+        pos = pd.Index(user_ids, dtype=object).get_indexer(ev["user_id"])
+        arrays = engine._arrays(ev, pos, ev["item"].to_numpy(dtype=np.int64))
+        st = engine._profiles(arrays, len(user_ids), engine.content_embeddings_)
+        x = torch.from_numpy(
+            np.hstack([st.preference, side_features(st.hourly, st.recency)]).astype(np.float32)
+        )
+        if not fused:
+            return x
+        return x, torch.from_numpy(_fixed_sources(engine, st))
+
+    return build
+
+
+def train_adapters(
+    engine: Sona,
+    user_ids: Sequence[str] | None = None,
+    *,
+    config: UserAdapterConfig | None = None,
+    store: AdapterStore | None = None,
+    force: bool = False,
+    method: TrainMethod = "batched",
+    batch_size: int = 1024,
+    fused: bool = True,
+) -> AdapterTrainingSummary:
+    """Train adapters for ``user_ids`` (default: every known user) in batches.
+
+    Users below ``min_events`` qualifying events, or trained within
+    ``min_interval_seconds`` (unless ``force``), are reported as skipped.
+    Winners are saved to the store (if any) and attached: ``engine.recommend``
+    uses them from now on.
+
+    Returns
+    -------
+    AdapterTrainingSummary
+        trained / rejected / skipped / failed users, per-user held-out metrics, lift.
+    """
+    _check(engine)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    adapters = attach_adapters(engine, config=config, store=store)
+    users = [str(u) for u in (engine.users_ if user_ids is None else user_ids)]
+    inputs = engine_inputs(engine, fused=fused)
+    tw = float(engine.config.w_tower) if fused else 1.0
+    total = AdapterTrainingSummary()
+    frames = []
+    for lo in range(0, len(users), batch_size):  # memory bound: one vectorized batch per chunk
+        chunk = users[lo : lo + batch_size]
+        part = adapters.train_users(
+            engine_events(engine, chunk), chunk, inputs=inputs, force=force, method=method, tower_weight=tw
+        )
+        total.trained += part.trained
+        total.rejected += part.rejected
+        total.skipped.update(part.skipped)
+        total.failed.update(part.failed)
+        total.seconds += part.seconds
+        if not part.metrics.empty:
+            frames.append(part.metrics)
+    if frames:
+        total.metrics = pd.concat(frames, ignore_index=True)
+    return total
+
+
+def update_user_adapter(
+    engine: Sona,
+    user_id: str,
+    *,
+    force: bool = False,
+    config: UserAdapterConfig | None = None,
+    store: AdapterStore | None = None,
+) -> AdapterTrainingSummary:
+    """Train one user's adapter now (the service's ``UpdateUserLoRA`` operation).
+
+    Raises
+    ------
+    InsufficientDataError
+        The user has fewer than ``min_events`` qualifying events (unknown users have 0).
+    TrainedTooRecentlyError
+        The last training was less than ``min_interval_seconds`` ago and ``force`` is False;
+        ``retry_after_seconds`` says how long to wait.
+    """
+    _check(engine)
+    adapters = attach_adapters(engine, config=config, store=store)
+    uid = str(user_id)
+    return adapters.train_users(
+        engine_events(engine, [uid]),
+        [uid],
+        inputs=engine_inputs(engine),
+        force=force,
+        strict=True,
+        tower_weight=float(engine.config.w_tower),
+    )

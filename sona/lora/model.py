@@ -1,0 +1,352 @@
+"""``UserAdapter``: the set of per-user adapters over one base scorer.
+
+It creates, trains, activates (makes resident), saves, loads and rolls back
+adapters, and scores a mixed batch of users in one pass. Adapters are
+addressed by :func:`adapter_name`; a user with no resident adapter is scored by
+the base model exactly. Serving never fails because of an adapter: a missing
+or corrupt checkpoint logs a warning and the user falls back to the base model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sona.errors import (
+    AdapterCorruptError,
+    ConfigError,
+    InsufficientDataError,
+    StorageError,
+    TrainedTooRecentlyError,
+    UnknownUserError,
+)
+from sona.lora._data import InputBuilder, build_training_set, qualifying_counts
+from sona.lora._hot import PackedAdapters
+from sona.lora._names import adapter_name
+from sona.lora._stacked import lora_tower
+from sona.lora._store import AdapterStore
+from sona.lora._summary import AdapterTrainingSummary
+from sona.lora._training import (
+    BatchTrainingResult,
+    TrainingSet,
+    _init,
+    _seeds,
+    train_batched,
+    train_reference,
+)
+from sona.lora.config import UserAdapterConfig
+from sona.lora.layer import AdapterWeights, attach, set_peft_weights
+from sona.models._tower import TowerScorer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+__all__ = ["UserAdapter"]
+
+logger = logging.getLogger("sona.lora")
+
+TrainMethod = Literal["batched", "reference"]
+
+
+class UserAdapter:
+    """Per-user LoRA adapters on ``scorer``'s user tower.
+
+    Parameters
+    ----------
+    scorer
+        The frozen base model; never modified.
+    config
+        Shape, training and storage settings of new adapters.
+    store
+        Where versions are saved and lazily loaded from; None keeps adapters in memory only.
+    byte_budget
+        Bound on the packed in-memory stacks (LRU eviction beyond it).
+    max_rank
+        Largest adapter rank the packed store accepts (default: ``config.rank``; lower
+        ranks are zero-padded, so raise it to serve adapters of mixed ranks).
+    miss_ttl_seconds
+        How long a user found without an adapter in ``store`` is not looked up again.
+    """
+
+    def __init__(
+        self,
+        scorer: TowerScorer,
+        config: UserAdapterConfig | None = None,
+        *,
+        store: AdapterStore | None = None,
+        byte_budget: int = 64 << 20,
+        max_rank: int | None = None,
+        miss_ttl_seconds: float = 30.0,
+    ) -> None:
+        self.scorer = scorer
+        self.config = config or UserAdapterConfig()
+        self.store = store
+        self.miss_ttl_seconds = miss_ttl_seconds
+        shapes: dict[str, tuple[int, int]] = {}
+        for m in self.config.target_modules:
+            try:
+                layer = scorer.tower.get_submodule(m)
+            except AttributeError as exc:
+                raise ConfigError(f"the user tower has no module {m!r} to adapt") from exc
+            if not isinstance(layer, torch.nn.Linear):
+                raise ConfigError(f"LoRA target {m!r} must be an nn.Linear, got {type(layer).__name__}")
+            shapes[m] = (layer.in_features, layer.out_features)
+        self.packed_ = PackedAdapters(shapes, max_rank=max_rank or self.config.rank, byte_budget=byte_budget)
+        self._misses: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"UserAdapter(resident={len(self.packed_)}, store={self.store!r})"
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self.packed_
+
+    # -- create / activate -----------------------------------------------------
+    def create(self, user_id: str) -> AdapterWeights:
+        """A fresh, untrained adapter (seeded A, zero B): scores exactly like the base model."""
+        a, b = _init(self.scorer, self.config, _seeds([user_id], self.config.seed))
+        return AdapterWeights(
+            user_id=user_id,
+            rank=self.config.rank,
+            alpha=self.config.alpha,
+            lora_A={m: t[0] for m, t in a.items()},
+            lora_B={m: t[0] for m, t in b.items()},
+        )
+
+    def activate(self, weights: AdapterWeights) -> None:
+        """Make ``weights`` the user's serving adapter (resident in the packed store)."""
+        for m, (i, o) in self.packed_.shapes.items():
+            if m in weights.lora_A and (weights.lora_A[m].shape[1] != i or weights.lora_B[m].shape[0] != o):
+                raise AdapterCorruptError(weights.user_id, weights.version, f"shape mismatch on {m!r}")
+        self.packed_.put(weights)
+        self._misses.pop(weights.user_id, None)
+
+    def deactivate(self, user_id: str) -> bool:
+        """Serve ``user_id`` with the base model again (stored versions are kept)."""
+        return self.packed_.remove(user_id)
+
+    def export(self, user_id: str) -> AdapterWeights:
+        """The resident adapter of ``user_id`` (scaling unfolded, padding removed)."""
+        if user_id not in self.packed_:
+            raise UnknownUserError(user_id)
+        slot = self.packed_.slots([user_id])
+        a, b = self.packed_.gather(slot)
+        r, s = self.config.rank, self.config.scaling
+        return AdapterWeights(
+            user_id=user_id,
+            rank=r,
+            alpha=self.config.alpha,
+            lora_A={m: t[0, :r].clone() for m, t in a.items()},
+            lora_B={m: t[0, :, :r] / s for m, t in b.items()},
+            version=self.packed_.version(user_id),
+        )
+
+    # -- train -----------------------------------------------------------------
+    def fit(
+        self, data: TrainingSet, *, method: TrainMethod = "batched", save: bool = True
+    ) -> BatchTrainingResult:
+        """Train the adapters of every user in ``data``; activate (and save) the kept ones.
+
+        ``method="reference"`` trains one peft adapter at a time (slow; the oracle).
+        A user whose adapter does not beat the base on their held-out tail keeps
+        whatever adapter they had.
+        """
+        trainer = train_batched if method == "batched" else train_reference
+        result = trainer(self.scorer, data, self.config)
+        for row in torch.nonzero(result.kept).flatten().tolist():
+            weights = result.weights(row)
+            if save and self.store is not None:
+                self.store.save(weights, self.config)
+            self.activate(weights)
+        return result
+
+    def train_users(
+        self,
+        events: pd.DataFrame,
+        user_ids: Sequence[str],
+        *,
+        inputs: InputBuilder,
+        force: bool = False,
+        strict: bool = False,
+        method: TrainMethod = "batched",
+        now: datetime | None = None,
+        tower_weight: float = 1.0,
+    ) -> AdapterTrainingSummary:
+        """Apply the guards, train every eligible user in one batch, save and activate the winners.
+
+        Parameters
+        ----------
+        events
+            Frame with ``user_id``, ``content_id``, ``item`` (index into the
+            scorer's titles), ``timestamp`` and ``weight`` (engagement; > 0 qualifies).
+        inputs
+            Builds tower inputs from an events frame (see :data:`~sona.lora._data.InputBuilder`).
+        force
+            Skip the minimum-interval guard.
+        tower_weight
+            Weight of the z-scored tower logits when ``inputs`` also returns offsets.
+        strict
+            Raise the guard's error instead of recording the user as skipped
+            (the single-user service operation wants the typed error).
+
+        Raises
+        ------
+        InsufficientDataError, TrainedTooRecentlyError
+            Only with ``strict=True``.
+        """
+        start = time.perf_counter()
+        now = now or datetime.now(UTC)
+        cfg = self.config
+        users = list(dict.fromkeys(str(u) for u in user_ids))
+        summary = AdapterTrainingSummary()
+        counts = qualifying_counts(events, users)
+        eligible: list[str] = []
+        for u, count in zip(users, counts.tolist(), strict=True):  # guards: per-user store look-ups
+            if count < cfg.min_events:
+                if strict:
+                    raise InsufficientDataError(u, count, cfg.min_events)
+                summary.skipped[u] = (
+                    f"insufficient data: {count} qualifying events, {cfg.min_events} required"
+                )
+                continue
+            last = None if force or self.store is None else self.store.last_trained_at(u)
+            if last is not None:
+                wait = cfg.min_interval_seconds - (now - last).total_seconds()
+                if wait > 0:
+                    if strict:
+                        raise TrainedTooRecentlyError(u, wait)
+                    summary.skipped[u] = f"trained too recently: retry after {wait:.0f} s"
+                    continue
+            eligible.append(u)
+        if not eligible:
+            summary.seconds = time.perf_counter() - start
+            return summary
+        n_items = self.scorer.item_bias.shape[0]
+        data = build_training_set(events, eligible, n_items, cfg, inputs, tower_weight=tower_weight)
+        result = (train_batched if method == "batched" else train_reference)(self.scorer, data, cfg)
+        finite = torch.ones(len(eligible), dtype=torch.bool)
+        for t in (*result.lora_A.values(), *result.lora_B.values()):
+            finite &= torch.isfinite(t).flatten(1).all(1)
+        versions: list[int | None] = []
+        for row, u in enumerate(eligible):  # per kept user: one storage write
+            version = None
+            if not bool(finite[row]):
+                summary.failed[u] = "training produced non-finite adapter weights"
+            elif bool(result.kept[row]):
+                weights = result.weights(row)
+                try:
+                    if self.store is not None:
+                        version = self.store.save(weights, cfg)
+                    self.activate(weights)
+                    summary.trained.append(u)
+                except StorageError as exc:
+                    summary.failed[u] = str(exc)
+            else:
+                summary.rejected.append(u)
+                if self.store is not None:
+                    try:
+                        self.store.mark_trained(u, now)
+                    except StorageError as exc:
+                        logger.warning("could not record training time of %r: %s", u, exc)
+            versions.append(version)
+        summary.metrics = pd.DataFrame(
+            {
+                "user_id": eligible,
+                "n_events": pd.Series(counts, index=users).reindex(eligible).to_numpy(),
+                "holdout_base": result.base_score.numpy().astype(np.float64),
+                "holdout_adapter": result.best_score.numpy().astype(np.float64),
+                "kept": result.kept.numpy() & finite.numpy(),
+                "version": pd.array(versions, dtype="Int64"),
+            }
+        )
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    # -- storage ---------------------------------------------------------------
+    def save(self, user_id: str) -> int:
+        """Store the resident adapter of ``user_id`` as a new version."""
+        if self.store is None:
+            raise ConfigError("this UserAdapter has no store to save to")
+        weights = self.export(user_id)
+        version = self.store.save(weights, self.config)
+        self.packed_._versions[user_id] = version
+        return version
+
+    def load(self, user_id: str, version: int | None = None) -> bool:
+        """Load a stored version (default latest) and activate it.
+
+        Returns False, with a logged warning when the files are corrupt, if the
+        user cannot get an adapter; the user is then served by the base model.
+        """
+        if self.store is None:
+            return False
+        try:
+            weights = self.store.load(user_id, version)
+            self.activate(weights)
+            return True
+        except UnknownUserError:
+            self.packed_.remove(user_id)
+            self._misses[user_id] = time.monotonic()
+            return False
+        except (AdapterCorruptError, StorageError, ConfigError) as exc:
+            logger.warning("adapter for user %r unusable, serving the base model: %s", user_id, exc)
+            self.packed_.remove(user_id)
+            self._misses[user_id] = time.monotonic()
+            return False
+
+    def rollback(self, user_id: str) -> int | None:
+        """Drop the latest stored version and serve the previous one (None: base model)."""
+        if self.store is None:
+            raise ConfigError("this UserAdapter has no store to roll back in")
+        current = self.store.rollback(user_id)
+        if current is None or not self.load(user_id, current):
+            self.packed_.remove(user_id)
+        return current
+
+    def _ensure_loaded(self, user_ids: Sequence[str]) -> None:
+        if self.store is None:
+            return
+        now = time.monotonic()
+        ttl = self.miss_ttl_seconds
+        for u in dict.fromkeys(user_ids):  # lookups only for users not yet resident
+            if u in self.packed_:
+                continue
+            missed = self._misses.get(u)
+            if missed is not None and now - missed < ttl:
+                continue
+            self.load(u)
+
+    # -- scoring ---------------------------------------------------------------
+    def user_embeddings(self, user_ids: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        """Tower output with each row's adapter: base layers once, gathered low-rank terms. (n, dim)"""
+        if len(user_ids) != x.shape[0]:
+            raise ConfigError(f"{len(user_ids)} user ids for {x.shape[0]} input rows")
+        self._ensure_loaded(user_ids)
+        slots = self.packed_.slots(user_ids)
+        with torch.no_grad():
+            if not bool(slots.any()):
+                return self.scorer.tower(x)
+            a, b = self.packed_.gather(slots)
+            return lora_tower(self.scorer.tower, x, a, b, 1.0)
+
+    def tower_logits(
+        self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
+    ) -> torch.Tensor:
+        """Logits (n, n_items) for a mixed batch; users without an adapter get the base logits."""
+        s = scorer or self.scorer
+        with torch.no_grad():
+            return self.user_embeddings(user_ids, x) @ s.item_embeddings.T + s.item_bias
+
+    def peft_model(self, user_ids: Sequence[str]) -> PeftModel:
+        """A peft-wrapped copy of the scorer holding these users' resident adapters (by adapter_name)."""
+        names = [adapter_name(u) for u in user_ids]
+        model = attach(self.scorer, self.config, names)
+        for u, name in zip(user_ids, names, strict=True):
+            set_peft_weights(model, name, self.export(u))
+        return model
