@@ -67,6 +67,13 @@ def load_or_fit_engine(settings: Settings, storage: Storage | None = None) -> So
         engine = Sona.load(directory)
         if storage is not None:
             storage.upsert_content(engine.catalog)
+            # Events accepted after the engine was saved live only in the database:
+            # replay them (observe skips event ids it already has) so a restart loses none.
+            stored = storage.events_for_users()
+            if len(stored):
+                before = len(engine.history_)
+                engine.observe(stored)
+                logger.info("replayed %d stored events into the engine", len(engine.history_) - before)
         return engine
     catalog, events, source = training_data(settings)
     logger.info("no engine in %s; fitting one on %s (%d events)", directory, source, len(events))

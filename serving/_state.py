@@ -32,6 +32,7 @@ from sona.lora import (
     DatabaseAdapterStore,
     DirectoryAdapterStore,
     UserAdapterConfig,
+    attach_adapters,
     update_user_adapter,
 )
 from sona.storage import Storage
@@ -149,4 +150,7 @@ def build_state(settings: Settings) -> ServiceState:
         if settings.adapter_store == "database"
         else DirectoryAdapterStore(settings.adapter_dir, storage=storage)
     )
-    return ServiceState(engine=engine, storage=storage, jwt_secret=secret, adapter_store=store).start()
+    state = ServiceState(engine=engine, storage=storage, jwt_secret=secret, adapter_store=store)
+    # Serve adapters trained earlier (by the cron job or a previous process) from the start.
+    attach_adapters(state.engine, config=state.adapter_config, store=state.adapter_store)
+    return state.start()

@@ -43,7 +43,6 @@ from serving import discovery, playback
 from serving._errors import install_error_handlers
 from serving._state import ServiceState, build_state
 from sona import Settings, SonaError, UserProfile, load_settings
-from sona.lora import attach_adapters
 from sona.search import MiniLMEmbedder, SearchIndex
 
 __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
@@ -148,7 +147,6 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     service does on its own).
     """
     state = build_state(settings)
-    attach_adapters(state.engine, config=state.adapter_config, store=state.adapter_store)
     secret = state.jwt_secret
     sink = (
         None
