@@ -3,7 +3,7 @@
 Usage::
 
     source /tmp/svc.env   # KAFKA_BROKERS and SONA_TEST_POSTGRES_URL
-    .venv/bin/python benchmarks/consumer.py [--sessions 20000] [--updates 4] [--max-batch 5000]
+    .venv/bin/python benchmarks/consumer.py [--sessions 20000] [--updates 4] [--max-batch 20000]
 
 One run produces ``sessions × (updates + 1)`` messages (position updates plus one
 session-ended per session, keyed by user) to a fresh topic prefix, then reads
@@ -28,6 +28,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import tempfile
@@ -129,6 +130,7 @@ async def pipeline_rate(
         session_timeout_ms=6000, heartbeat_interval_ms=1000,
     )  # fmt: skip
     await consumer.start()
+    gc.freeze()  # as ``python -m playback_bridge.consumer`` does after start-up
     try:
         task = asyncio.create_task(consumer.run())
         while consumer.stats.messages < total:
@@ -147,8 +149,10 @@ async def main() -> None:
     p.add_argument("--sessions", type=int, default=20_000)
     p.add_argument("--updates", type=int, default=4, help="position updates per session")
     p.add_argument("--users", type=int, default=2_000)
-    p.add_argument("--max-batch", type=int, default=5_000)
+    p.add_argument("--max-batch", type=int, default=20_000)
+    p.add_argument("--no-append", action="store_true", help="print the table only (exploratory runs)")
     args = p.parse_args()
+    load_start = os.getloadavg()[0]
     brokers = os.environ["KAFKA_BROKERS"].split(",")
     pg_server = os.environ.get("SONA_TEST_POSTGRES_URL")
     topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
@@ -183,6 +187,8 @@ async def main() -> None:
         f"- command: `{command.strip()}`",
         f"- messages: {args.updates} position updates + 1 session-ended per session, {args.users:,} users, "
         f"max batch {args.max_batch:,}; one run, group join excluded",
+        f"- load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} "
+        "(2-core machine shared with other jobs)",
         "",
         "| path | messages/s | × raw | viewing_events rows |",
         "|---|---:|---:|---:|",
@@ -192,6 +198,9 @@ async def main() -> None:
         f"| consumer → {name} | {rate:,.0f} | {rate / raw:.2f}× | {rows:,} |" for name, rate, rows in results
     ]
     lines.append("")
+    if args.no_append:
+        print("\n".join(lines))
+        return
     with RESULTS.open("a") as fh:
         fh.write("\n".join(lines))
     print("\n".join(lines))

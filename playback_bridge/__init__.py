@@ -5,6 +5,7 @@ consumer that turns them into sona viewing events.
 runs the Kafka consumer as its own process.
 """
 
+from playback_bridge._batch import PlaybackBatch, decode_batch
 from playback_bridge._messages import (
     SCHEMA_VERSION,
     EventType,
@@ -36,7 +37,7 @@ from playback_bridge._sessions import (
     SessionStore,
     resume_position,
 )
-from playback_bridge._sink import BatchResult, EventSink, ProfileEngine, TrainingQueue, events_frame
+from playback_bridge._sink import BatchResult, EventSink, ProfileEngine, TrainingQueue, viewing_events
 from playback_bridge._sync import SyncNotifier, SyncStats
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "EventType",
     "InProcessEventBus",
     "KafkaEventProducer",
+    "PlaybackBatch",
     "PlaybackEvent",
     "PlaybackSession",
     "PlaybackState",
@@ -66,10 +68,11 @@ __all__ = [
     "Topics",
     "TrainingQueue",
     "completion_rate",
+    "decode_batch",
     "decode_event",
     "encode_event",
     "ensure_topics",
-    "events_frame",
     "resume_position",
     "viewing_event_id",
+    "viewing_events",
 ]

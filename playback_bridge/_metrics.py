@@ -23,7 +23,7 @@ __all__ = [
 
 SYNC_NOTIFICATIONS = Counter(
     "playback_sync_notifications_total",
-    "Sync progress notifications by outcome (sent, failed, dropped).",
+    "Sync progress notifications by outcome (sent, failed, dropped, coalesced).",
     labelnames=["outcome"],
 )
 SYNC_LATENCY = Histogram(

@@ -1,16 +1,22 @@
 """Turning batches of playback events into sona viewing events, profiles and training work.
 
 One viewing event per playback session, with ``event_id =``
-:func:`~playback_bridge.viewing_event_id` ``(session_id)``. Storage writes are
-insert-or-ignore on ``event_id``, so the first row written for a session is the
-one that stays; the row is therefore written only from a *final* observation:
-a ``session-ended`` event, or a position update that reached the end
-(``playback_state == "ended"``). Within a batch the final observations are
-coalesced per (user, content), keeping the furthest position, and written in
-one transaction. Non-final position updates are counted and skipped: writing
-them would shadow the session's final completion.
+:func:`~playback_bridge.viewing_event_id` ``(session_id)``. Within a batch the
+observations of a session (position updates, its end) are coalesced to the
+furthest position, and the batch is written in one transaction with
+``Storage.add_events(..., on_conflict="max_progress")``: a new session inserts
+its row, a session that moved further advances it (completion, watch seconds
+and the timestamp of that observation), anything else changes nothing. So a
+session that is never closed still leaves its progress, and a replay after a
+crash writes nothing twice.
 
-A replay after a crash produces the same ids, so nothing is written twice.
+The engine (``sona.Sona.observe``) ignores an ``event_id`` it has seen, so a
+row that later advances would stay frozen at its first value there. The sink
+therefore observes a session once, when it is final (session-ended, or a
+position update in state ``ended``), with the furthest progress stored. On its
+first batch for a user, the sink also observes the user's stored events (minus
+sessions still in progress in that batch), so an engine loaded from disk
+rebuilds the profile from the whole history rather than from this batch only.
 """
 
 from __future__ import annotations
@@ -24,20 +30,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from playback_bridge import _metrics
+from playback_bridge._batch import PlaybackBatch
 from playback_bridge._messages import (
-    PlaybackState,
     PositionUpdated,
     SessionCreated,
     SessionEnded,
     viewing_event_id,
 )
+from sona.errors import UnknownContentError
 from sona.profile import UserProfile
 from sona.storage import Storage
 
-__all__ = ["BatchResult", "EventSink", "ProfileEngine", "TrainingQueue", "events_frame"]
+__all__ = ["BatchResult", "EventSink", "ProfileEngine", "TrainingQueue", "viewing_events"]
 
 log = logging.getLogger(__name__)
 
@@ -80,64 +88,64 @@ class TrainingQueue:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What one batch did."""
+    """What one batch did: ``sessions`` rows written as ``inserted`` + ``advanced`` + ``unchanged``."""
 
     received: int
-    final: int
-    inserted: int
-    duplicates: int
-    skipped: int
+    sessions: int = 0
+    inserted: int = 0
+    advanced: int = 0
+    unchanged: int = 0
+    #: Sessions that ended in this batch (observed by the engine, if there is one).
+    final: int = 0
+    #: Users with an inserted or advanced row.
     users: tuple[str, ...] = ()
+    #: Users whose profile was recomputed and saved.
+    profiles: tuple[str, ...] = ()
     queued_for_training: tuple[str, ...] = ()
 
 
-def events_frame(events: Sequence[AnyEvent]) -> pd.DataFrame:
-    """Coalesced viewing events (``sona.EVENT_COLUMNS``) from the final observations in a batch.
+def viewing_events(batch: PlaybackBatch) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+    """One viewing event per session of the batch (``sona.EVENT_COLUMNS`` subset), and which are final.
 
-    Final observations are ``SessionEnded`` events and position updates in
-    state ``ended``; per (user, content) the furthest position wins.
+    Each session keeps its furthest observation (position, and the timestamp of
+    that observation; the later one among equal positions); it is final if any
+    of its observations is. ``completion_rate = min(1, position / duration)``.
     """
-    finals = [
-        e
-        for e in events
-        if isinstance(e, SessionEnded)
-        or (isinstance(e, PositionUpdated) and e.playback_state is PlaybackState.ENDED)
-    ]
-    if not finals:
-        return pd.DataFrame(columns=["event_id", "user_id", "content_id", "timestamp", "completion_rate"])
-    position = np.fromiter(
-        (e.final_position_seconds if isinstance(e, SessionEnded) else e.position_seconds for e in finals),
-        dtype=np.float64,
-        count=len(finals),
-    )
-    duration = np.fromiter((e.duration_seconds for e in finals), dtype=np.float64, count=len(finals))
+    f = batch.frame
+    if f.empty:
+        empty = pd.DataFrame(
+            columns=[
+                "event_id",
+                "user_id",
+                "content_id",
+                "timestamp",
+                "completion_rate",
+                "watch_seconds",
+                "source",
+            ]
+        )
+        return empty, np.zeros(0, dtype=bool)
+    best = f.sort_values("position_seconds", kind="stable").drop_duplicates("session_id", keep="last")
+    best = best.sort_index()
+    final = best["session_id"].isin(f.loc[f["final"].to_numpy(), "session_id"]).to_numpy()
+    position = best["position_seconds"].to_numpy()
+    duration = best["duration_seconds"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         completion = np.where(
-            duration > 0, np.minimum(1.0, position / np.where(duration > 0, duration, 1)), 0.0
+            duration > 0, np.clip(position / np.where(duration > 0, duration, 1), 0, 1), 0.0
         )
     frame = pd.DataFrame(
         {
-            "session_id": [e.session_id for e in finals],
-            "user_id": [e.user_id for e in finals],
-            "content_id": [e.content_id for e in finals],
-            "timestamp": pd.to_datetime([e.timestamp for e in finals], utc=True),
-            "position": position,
-            "completion_rate": completion,
-        }
-    )
-    best = frame.sort_values("position", kind="stable").groupby(["user_id", "content_id"], sort=False).tail(1)
-    best = best.sort_index()
-    return pd.DataFrame(
-        {
-            "event_id": best["session_id"].map(viewing_event_id).to_numpy(dtype=object),
+            "event_id": [viewing_event_id(s) for s in best["session_id"]],
             "user_id": best["user_id"].to_numpy(dtype=object),
             "content_id": best["content_id"].to_numpy(dtype=object),
-            "timestamp": best["timestamp"].to_numpy(),
-            "completion_rate": best["completion_rate"].to_numpy(),
-            "watch_seconds": best["position"].to_numpy(),
+            "timestamp": best["timestamp"].array,
+            "completion_rate": completion,
+            "watch_seconds": position,
             "source": SOURCE,
         }
     )
+    return frame, final
 
 
 @dataclass
@@ -149,15 +157,17 @@ class EventSink:
     storage
         Where viewing events (and profiles) are written, idempotently.
     engine
-        Optional ``sona.Sona``: newly inserted events are passed to ``observe``
-        and the touched users' profiles are saved.
-    min_events, min_interval
+        Optional ``sona.Sona`` (or anything with its ``observe``/``profiles``):
+        sessions that ended are observed and the touched users' profiles are
+        saved with ``Storage.save_profiles``.
+    min_events, min_interval, min_completion
         Training thresholds: a user with at least ``min_events`` qualifying
         events (not dismissed, completion ≥ ``min_completion``) whose last
         training is older than ``min_interval`` is put on :attr:`training_queue`.
 
-    Call it with a batch (it is an ``EventHandler``); the storage work runs in a
-    worker thread so the event loop keeps serving.
+    Call it with a batch (it is an ``EventHandler``, and also takes a
+    :class:`~playback_bridge.PlaybackBatch`); the storage work runs in a worker
+    thread so the event loop keeps serving.
     """
 
     storage: Storage
@@ -167,59 +177,97 @@ class EventSink:
     min_completion: float = 0.3
     training_queue: TrainingQueue = field(default_factory=TrainingQueue)
     max_cached_users: int = 100_000
-    # user → qualifying events known to be stored; avoids a count query per batch.
-    _counts: OrderedDict[str, int] = field(default_factory=OrderedDict, init=False, repr=False)
     # user → earliest time the user may be queued again.
     _not_before: dict[str, datetime] = field(default_factory=dict, init=False, repr=False)
+    # users whose stored history the engine has been given (least recently used first).
+    _hydrated: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
 
-    async def __call__(self, events: Sequence[AnyEvent]) -> BatchResult:
+    async def __call__(self, events: Sequence[AnyEvent] | PlaybackBatch) -> BatchResult:
         return await asyncio.to_thread(self.handle, events)
 
-    def handle(self, events: Sequence[AnyEvent]) -> BatchResult:
+    def handle(self, events: Sequence[AnyEvent] | PlaybackBatch) -> BatchResult:
         """Write one batch; raises ``sona.StorageError`` if the database write fails (nothing committed)."""
-        frame = events_frame(events)
-        if frame.empty:
-            return BatchResult(received=len(events), final=0, inserted=0, duplicates=0, skipped=len(events))
-        result = self.storage.add_events(frame)
+        batch = events if isinstance(events, PlaybackBatch) else PlaybackBatch.from_events(events)
+        received = len(events)
+        views, final = viewing_events(batch)
+        if views.empty:
+            return BatchResult(received=received)
+        result = self.storage.add_events(views, on_conflict="max_progress")
         _metrics.EVENTS_WRITTEN.labels(result="inserted").inc(result.inserted)
-        _metrics.EVENTS_WRITTEN.labels(result="duplicate").inc(result.duplicates)
-        inserted = frame[frame["event_id"].isin(result.inserted_event_ids)]
-        users = tuple(pd.unique(inserted["user_id"]))
-        if users and self.engine is not None:
-            self.engine.observe(inserted.reset_index(drop=True))
-            self.storage.save_profiles(list(self.engine.profiles(list(users))))
-        queued = self._queue_for_training(inserted)
+        _metrics.EVENTS_WRITTEN.labels(result="advanced").inc(result.advanced)
+        _metrics.EVENTS_WRITTEN.labels(result="unchanged").inc(result.duplicates)
+        changed = views["event_id"].isin(result.inserted_event_ids + result.advanced_event_ids).to_numpy()
+        profiles = self._update_profiles(views, final, changed) if self.engine is not None else ()
         return BatchResult(
-            received=len(events),
-            final=len(frame),
+            received=received,
+            sessions=len(views),
             inserted=result.inserted,
-            duplicates=result.duplicates,
-            skipped=len(events) - len(frame),
-            users=users,
-            queued_for_training=queued,
+            advanced=result.advanced,
+            unchanged=result.duplicates,
+            final=int(final.sum()),
+            users=tuple(pd.unique(views.loc[changed, "user_id"])),
+            profiles=profiles,
+            queued_for_training=self._queue_for_training(views[changed]),
         )
 
-    def _queue_for_training(self, inserted: pd.DataFrame) -> tuple[str, ...]:
-        if inserted.empty:
+    def _update_profiles(
+        self, views: pd.DataFrame, final: npt.NDArray[np.bool_], changed: npt.NDArray[np.bool_]
+    ) -> tuple[str, ...]:
+        assert self.engine is not None
+        if not final.any():
             return ()
-        qualifying = inserted[inserted["completion_rate"] >= self.min_completion]
-        added = qualifying["user_id"].value_counts()
+        done = views[final & changed]
+        stale = views[final & ~changed]  # stored further along already, or a replay: use what is stored
+        users = list(pd.unique(views.loc[final, "user_id"]))
+        fresh_users = [u for u in users if u not in self._hydrated]
+        read = list(dict.fromkeys([*fresh_users, *pd.unique(stale["user_id"])]))
+        parts = [done]
+        if read:
+            stored = self.storage.events_for_users(read)
+            in_progress = views.loc[~final, "event_id"]
+            hydrate = stored["user_id"].isin(fresh_users).to_numpy() & ~stored["event_id"].isin(in_progress)
+            parts.append(stored[hydrate | stored["event_id"].isin(stale["event_id"]).to_numpy()])
+        observed = self._observe(pd.concat(parts, ignore_index=True))
+        for u in users:
+            self._hydrated[u] = None
+            self._hydrated.move_to_end(u)
+        while len(self._hydrated) > self.max_cached_users:
+            self._hydrated.popitem(last=False)
+        if not observed:
+            return ()
+        self.storage.save_profiles(list(self.engine.profiles(list(observed))))
+        return observed
+
+    def _observe(self, events: pd.DataFrame) -> tuple[str, ...]:
+        """``engine.observe`` minus titles the engine's catalog lacks; returns the users observed."""
+        assert self.engine is not None
+        events = events.drop_duplicates("event_id").reset_index(drop=True)
+        while not events.empty:
+            try:
+                self.engine.observe(events)
+            except UnknownContentError as exc:  # playback can name titles the model was not fitted on
+                log.info("not observing unknown titles %s", exc.content_ids)
+                events = events[~events["content_id"].isin(exc.content_ids)].reset_index(drop=True)
+                continue
+            return tuple(pd.unique(events["user_id"]))
+        return ()
+
+    def _queue_for_training(self, changed: pd.DataFrame) -> tuple[str, ...]:
+        """Queue users whose qualifying count now reaches ``min_events`` (one grouped count per batch)."""
         now = datetime.now(UTC)
+        candidates = [
+            u
+            for u in pd.unique(changed.loc[changed["completion_rate"] >= self.min_completion, "user_id"])
+            if u not in self.training_queue and now >= self._not_before.get(u, now)
+        ]
+        if not candidates:
+            return ()
+        counts = self.storage.qualifying_event_counts(candidates, self.min_completion)
+        ready = [u for u in candidates if counts[u] >= self.min_events]
+        trained = self.storage.last_trained_times(ready) if ready else {}
         queued: list[str] = []
-        for user_id, n in added.items():  # one iteration per touched user, not per event
-            uid = str(user_id)
-            if uid in self._counts:
-                self._counts[uid] += int(n)
-                self._counts.move_to_end(uid)
-            else:  # the stored count already includes this batch
-                self._counts[uid] = self.storage.count_qualifying_events(uid, self.min_completion)
-                if len(self._counts) > self.max_cached_users:
-                    self._counts.popitem(last=False)
-            if self._counts[uid] < self.min_events or uid in self.training_queue:
-                continue
-            if now < self._not_before.get(uid, now):
-                continue
-            last = self.storage.last_trained_at(uid)
+        for uid in ready:  # one iteration per user crossing the threshold, not per event
+            last = trained.get(uid)
             if last is not None and now - last < self.min_interval:
                 self._not_before[uid] = last + self.min_interval
                 continue

@@ -6,6 +6,13 @@ with a 50 ms timeout, at most ``max_in_flight`` run at once, and when that many
 are pending new ones are dropped and counted rather than queued without bound.
 Failures are counted and logged at most once per ``log_interval`` seconds.
 
+Only the latest position matters to the sync service, so notifications are
+coalesced per (user, content, device): while one is in flight for a title on a
+device, a newer one waits in a single slot that each newer update overwrites
+(the overwritten one is counted as ``coalesced``), and it is sent as soon as
+the one in flight finishes. Rapid updates cost one request per round trip of
+the sync service, not one per update, and the last position always goes out.
+
 A small circuit breaker stops a dead or black-holed service from costing a new
 connection and a 50 ms timer per update: after ``breaker_failures`` failures in
 a row, notifications are dropped for ``breaker_cooldown_seconds``, then one
@@ -27,6 +34,7 @@ from playback_bridge._messages import SyncProgress
 __all__ = ["SYNC_PROGRESS_PATH", "SyncNotifier", "SyncStats"]
 
 SYNC_PROGRESS_PATH = "/api/v1/sync/progress"
+_JSON = {"content-type": "application/json"}
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ class SyncStats:
     sent: int = 0
     failed: int = 0
     dropped: int = 0
+    #: Superseded by a newer position for the same (user, content, device) before being sent.
+    coalesced: int = 0
 
 
 class SyncNotifier:
@@ -87,6 +97,9 @@ class SyncNotifier:
             else None
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # (user, content, device) with a notification in flight → the newest one waiting behind it.
+        self._active: set[tuple[str, str, str]] = set()
+        self._waiting: dict[tuple[str, str, str], bytes] = {}
         self._last_log = float("-inf")
 
     @property
@@ -101,13 +114,40 @@ class SyncNotifier:
         """Schedule one notification and return at once; never raises."""
         if self._client is None or self._client.is_closed:
             return
-        if len(self._tasks) >= self.max_in_flight or self._circuit_open():
-            self.stats.dropped += 1
-            _metrics.SYNC_NOTIFICATIONS.labels(outcome="dropped").inc()
+        key = (progress.user_id, progress.content_id, progress.device_id)
+        if key in self._active:  # one is in flight for this title: wait behind it, newest wins
+            if key in self._waiting:
+                self._count("coalesced")
+            self._waiting[key] = progress.model_dump_json().encode()
             return
-        task = asyncio.get_running_loop().create_task(self._send(progress.model_dump(mode="json")))
+        if len(self._tasks) >= self.max_in_flight or self._circuit_open():
+            self._count("dropped")
+            return
+        self._active.add(key)
+        task = asyncio.get_running_loop().create_task(self._deliver(key, progress.model_dump_json().encode()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _count(self, outcome: str) -> None:
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        _metrics.SYNC_NOTIFICATIONS.labels(outcome=outcome).inc()
+
+    async def _deliver(self, key: tuple[str, str, str], body: bytes) -> None:
+        """Send ``body``, then whatever newer position arrived for ``key`` meanwhile."""
+        try:
+            while True:
+                await self._send(body)
+                waiting = self._waiting.pop(key, None)
+                if waiting is None:
+                    return
+                if self._circuit_open():
+                    self._count("dropped")
+                    return
+                body = waiting
+        finally:
+            self._active.discard(key)
+            if self._waiting.pop(key, None) is not None:  # cancelled at shutdown with one waiting
+                self._count("dropped")
 
     def _circuit_open(self) -> bool:
         if self._consecutive_failures < self.breaker_failures:
@@ -118,13 +158,13 @@ class SyncNotifier:
         self._open_until = now + self.breaker_cooldown_seconds  # let this one through as the probe
         return False
 
-    async def _send(self, body: dict[str, object]) -> None:
+    async def _send(self, body: bytes) -> None:
         assert self._client is not None
         started = time.perf_counter()
         try:
             # The timeout covers the whole call, including waiting for a pooled connection.
             async with asyncio.timeout(self.timeout_seconds):
-                response = await self._client.post(SYNC_PROGRESS_PATH, json=body)
+                response = await self._client.post(SYNC_PROGRESS_PATH, content=body, headers=_JSON)
             response.raise_for_status()
         except (httpx.HTTPError, TimeoutError) as exc:
             self.stats.failed += 1

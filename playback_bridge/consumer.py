@@ -1,42 +1,51 @@
 """The Kafka consumer that feeds sona from playback: ``python -m playback_bridge.consumer``.
 
 A consumer group on ``{prefix}.position-updated`` and ``{prefix}.session-ended``.
-Each polled batch is decoded, poison messages are copied to
-``{prefix}.dead-letter`` with the reason, the good events go to the handler
-(an :class:`~playback_bridge.EventSink` writing ``viewing_events``), and only
-then are the offsets committed. A crash between the write and the commit
-replays the batch, which the idempotent ``event_id`` turns into a no-op.
+Each polled batch is decoded column-wise (:func:`~playback_bridge.decode_batch`),
+poison messages are copied to ``{prefix}.dead-letter`` with the reason, the
+good events go to the handler as one :class:`~playback_bridge.PlaybackBatch`
+(an :class:`~playback_bridge.EventSink` writing ``viewing_events`` and, with
+``--model-dir``, profiles), and only then are the offsets committed. A crash
+between the write and the commit replays the batch, which the idempotent
+``event_id`` turns into a no-op.
 
-On a rebalance the listener waits for the batch in flight to finish and commit,
-so a partition is never handed over with work done but not committed.
+On a rebalance the listener writes and commits every batch already polled
+(the one in flight and the one decoded and waiting behind it) before the
+partitions are released, so a partition is never handed over with messages
+taken but not committed: the new owner starts exactly where this one stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from playback_bridge import _metrics
-from playback_bridge._messages import PoisonMessageError, decode_event
-from playback_bridge._producer import AnyEvent, EventHandler, Topics, ensure_topics
+from playback_bridge._batch import PlaybackBatch, decode_batch
+from playback_bridge._producer import Topics, ensure_topics
 from sona.errors import DataError
 
-__all__ = ["ConsumerStats", "PlaybackConsumer", "main"]
+__all__ = ["BatchHandler", "ConsumerStats", "PlaybackConsumer", "main"]
 
 log = logging.getLogger("playback_bridge.consumer")
 
-_Decoded = tuple[list[tuple[ConsumerRecord, AnyEvent]], list[tuple[ConsumerRecord, str]]]
+#: What the consumer hands each decoded batch to (an :class:`~playback_bridge.EventSink`).
+BatchHandler = Callable[[PlaybackBatch], Awaitable[object]]
+#: The polled records in order, their decoded rows (index = position in that list), and the poison.
+_Decoded = tuple[list[ConsumerRecord], PlaybackBatch, list[tuple[ConsumerRecord, str]]]
 
 
 @dataclass(slots=True)
@@ -49,6 +58,10 @@ class ConsumerStats:
     batches: int = 0
     commits: int = 0
     handler_retries: int = 0
+    #: Rebalances this member went through (each flushed and committed before letting go).
+    revocations: int = 0
+    #: Messages polled from a partition but not committed when it was revoked (0 unless a write kept failing).
+    released_uncommitted: int = 0
     #: ``time.monotonic()`` when the first non-empty poll returned, and when the last batch was committed.
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -70,11 +83,16 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # The batch in flight holds the lock until its offsets are committed.
-        async with self._consumer._lock:
-            log.info(
-                "partitions revoked after flush: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)
-            )
+        # Still a member of the old generation here, so these commits are accepted.
+        consumer = self._consumer
+        await consumer._drain()
+        consumer.stats.revocations += 1
+        consumer.stats.released_uncommitted += sum(
+            consumer._polled.get(tp, 0) - consumer._committed.get(tp, 0)
+            for tp in revoked
+            if tp in consumer._polled
+        )
+        log.info("partitions revoked after flush: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
@@ -88,10 +106,10 @@ class PlaybackConsumer:
     brokers, topics
         Where to read from (``topics.consumed``) and dead-letter to.
     handler
-        Awaited with the decoded events of one batch; must be idempotent. If it
-        raises ``sona.DataError`` the batch is retried event by event and the
-        events it still refuses are dead-lettered; any other error is retried
-        with backoff (the batch stays uncommitted).
+        Awaited with the decoded rows of one batch; must be idempotent. If it
+        raises ``sona.DataError`` the batch is retried row by row and the rows
+        it still refuses are dead-lettered; any other error is retried with
+        backoff (the batch stays uncommitted).
     max_batch
         Records per poll.
     """
@@ -100,11 +118,11 @@ class PlaybackConsumer:
         self,
         brokers: Sequence[str],
         topics: Topics,
-        handler: EventHandler,
+        handler: BatchHandler,
         *,
         group_id: str = "sona-playback",
         partitions: int = 3,
-        max_batch: int = 5_000,
+        max_batch: int = 20_000,
         poll_timeout_ms: int = 500,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
@@ -122,6 +140,11 @@ class PlaybackConsumer:
         self.retry_backoff_seconds = retry_backoff_seconds
         self.stats = ConsumerStats()
         self._lock = asyncio.Lock()
+        # Polled and decoded batches not yet written, oldest first; drained under the lock.
+        self._pending: deque[tuple[dict[TopicPartition, list[ConsumerRecord]], _Decoded]] = deque()
+        # Next offset per partition: after the last polled record, and as last committed.
+        self._polled: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
@@ -167,10 +190,11 @@ class PlaybackConsumer:
                 idle_since = time.monotonic()
                 if self.stats.first_batch_at is None:
                     self.stats.first_batch_at = idle_since
-                decoded = self._decode(batch)
+                self._polled.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+                self._pending.append((batch, self._decode(batch)))
                 if in_flight is not None:
                     await in_flight
-                in_flight = asyncio.create_task(self._complete(batch, decoded))
+                in_flight = asyncio.create_task(self._drain())
         finally:
             if in_flight is not None:
                 await in_flight
@@ -178,61 +202,61 @@ class PlaybackConsumer:
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Decode, dead-letter, hand over and commit one polled batch."""
-        await self._complete(batch, self._decode(batch))
+        self._pending.append((batch, self._decode(batch)))
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Complete every pending batch in order (the run loop and the revoke listener both call this)."""
+        async with self._lock:
+            while self._pending:
+                await self._complete(*self._pending.popleft())
 
     def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> _Decoded:
-        decoded: list[tuple[ConsumerRecord, AnyEvent]] = []
-        poison: list[tuple[ConsumerRecord, str]] = []
-        for records in batch.values():
-            for record in records:
-                try:
-                    decoded.append((record, decode_event(record.value)))
-                except PoisonMessageError as exc:
-                    poison.append((record, exc.reason))
-        return decoded, poison
+        records = [record for part in batch.values() for record in part]
+        decoded, poison = decode_batch([record.value for record in records])
+        return records, decoded, [(records[i], reason) for i, reason in poison]
 
     async def _complete(self, batch: dict[TopicPartition, list[ConsumerRecord]], prepared: _Decoded) -> None:
+        """Hand over, dead-letter and commit one batch; the caller holds ``self._lock``."""
         assert self._consumer is not None
         started = time.perf_counter()
-        decoded, poison = prepared
-        async with self._lock:
-            events = [event for _, event in decoded]
-            self.stats.messages += sum(len(r) for r in batch.values())
-            self.stats.events += len(events)
-            for kind, count in Counter(e.event_type.value for e in events).items():
-                _metrics.CONSUMER_MESSAGES.labels(event_type=kind).inc(count)
-            refused = {id(e) for e in await self._hand_over(events)}
-            poison = poison + [
-                (r, "refused by storage: invalid viewing event") for r, e in decoded if id(e) in refused
-            ]
-            await self._dead_letter(poison)
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-            try:
-                await self._consumer.commit(offsets)
-                self.stats.commits += 1
-            except (CommitFailedError, IllegalStateError) as exc:
-                # Another member owns the partition now; it replays, and event ids dedupe.
-                log.warning("commit after rebalance failed (%s); the batch will be replayed", exc)
-            self.stats.batches += 1
-            self.stats.last_batch_at = time.monotonic()
-            self._record_lag(offsets)
+        records, decoded, poison = prepared
+        self.stats.messages += len(records)
+        self.stats.events += len(decoded)
+        for tp, part in batch.items():
+            kind = self.topics.event_type(tp.topic)
+            _metrics.CONSUMER_MESSAGES.labels(event_type=kind.value if kind else tp.topic).inc(len(part))
+        refused = await self._hand_over(decoded)
+        poison = poison + [(records[i], "refused by storage: invalid viewing event") for i in refused]
+        await self._dead_letter(poison)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await self._consumer.commit(offsets)
+            self._committed.update(offsets)
+            self.stats.commits += 1
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Another member owns the partition now; it replays, and event ids dedupe.
+            log.warning("commit after rebalance failed (%s); the batch will be replayed", exc)
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.monotonic()
+        self._record_lag(offsets)
         _metrics.CONSUMER_BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _hand_over(self, events: list[AnyEvent]) -> list[AnyEvent]:
-        """Give the events to the handler until it accepts; return those it refuses as invalid."""
-        if not events:
+    async def _hand_over(self, batch: PlaybackBatch) -> list[int]:
+        """Hand the batch over until the handler accepts; return the positions of rows it refuses."""
+        if not len(batch):
             return []
         while True:
             try:
-                await self.handler(events)
+                await self.handler(batch)
                 return []
             except DataError:
                 refused = []
-                for event in events:
+                for label in batch.frame.index:
                     try:
-                        await self.handler([event])
+                        await self.handler(batch.take([label]))
                     except DataError:
-                        refused.append(event)
+                        refused.append(int(label))
                 return refused
             except Exception as exc:  # storage outage: keep the batch uncommitted and retry
                 self.stats.handler_retries += 1
@@ -271,8 +295,9 @@ class PlaybackConsumer:
 
     def _record_lag(self, committed: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
+        assigned = self._consumer.assignment()  # highwater() asserts on a partition no longer ours
         for tp, offset in committed.items():
-            high = self._consumer.highwater(tp)
+            high = self._consumer.highwater(tp) if tp in assigned else None
             if high is not None:
                 _metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, high - offset)
@@ -293,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Feed sona from playback events (KAFKA_BROKERS, KAFKA_TOPIC_PREFIX, DATABASE_URL).",
     )
     p.add_argument("--group-id", default="sona-playback")
-    p.add_argument("--max-batch", type=int, default=5_000)
+    p.add_argument("--max-batch", type=int, default=20_000)
     p.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)"
     )
@@ -301,6 +326,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
     p.add_argument("--exit-when-idle", type=float, default=None, help="stop after this many idle seconds")
     p.add_argument("--no-upgrade", action="store_true", help="do not run database migrations at start")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="a saved sona.Sona (default: SONA_MODEL_DIR if set): ended sessions update and save profiles",
+    )
     return p
 
 
@@ -313,10 +344,20 @@ async def _amain(args: argparse.Namespace) -> int:
     if not settings.kafka_brokers:
         log.error("KAFKA_BROKERS is not set; the consumer needs a broker")
         return 2
+    model_dir = args.model_dir or settings.model_dir
+    engine = None
+    if model_dir is not None:
+        if not Path(model_dir).is_dir():
+            log.error("--model-dir %s is not a directory with a saved sona.Sona", model_dir)
+            return 2
+        from sona.engine import Sona  # torch: imported only when profiles are kept
+
+        engine = Sona.load(model_dir)
+        log.info("updating profiles with the engine in %s", model_dir)
     storage = Storage(settings.database_url)
     if not args.no_upgrade:
         storage.upgrade()
-    sink = EventSink(storage)
+    sink = EventSink(storage, engine)
     consumer = PlaybackConsumer(
         settings.kafka_brokers,
         Topics(settings.kafka_topic_prefix),
@@ -335,6 +376,7 @@ async def _amain(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, consumer.request_stop)
     await consumer.start()
+    gc.freeze()  # the start-up heap (modules, the engine) is permanent: keep full collections off it
     log.info("consuming %s as group %r", ", ".join(consumer.topics.consumed), args.group_id)
     try:
         stats = await consumer.run(max_idle_seconds=args.exit_when_idle)

@@ -81,7 +81,7 @@ def consume(
     group_id: Annotated[str, typer.Option("--group-id", help="Kafka consumer group.")] = "sona-playback",
     max_batch: Annotated[
         int, typer.Option("--max-batch", min=1, help="Messages per poll and write.")
-    ] = 5_000,
+    ] = 20_000,
     metrics_port: Annotated[
         int, typer.Option("--metrics-port", min=0, help="Serve Prometheus metrics on this port (0: off).")
     ] = 0,
@@ -95,7 +95,8 @@ def consume(
     """Consume playback events from Kafka into sona viewing events (DATABASE_URL).
 
     Reads `{KAFKA_TOPIC_PREFIX}.position-updated` and `.session-ended` from
-    KAFKA_BROKERS, writes one viewing event per finished session (idempotent),
+    KAFKA_BROKERS, writes one viewing event per session, advanced to its furthest
+    progress once per batch (idempotent),
     dead-letters undecodable messages and commits offsets only after the write.
     Stops cleanly on SIGINT/SIGTERM. Exit 2 when KAFKA_BROKERS is unset.
     """

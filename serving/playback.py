@@ -13,6 +13,7 @@ bounded buffer and ``SyncNotifier.notify`` starts a bounded fire-and-forget task
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -114,13 +115,18 @@ def create_app(
 ) -> FastAPI:
     """The playback API over the given Redis client, event producer and sync notifier.
 
-    The app's lifespan starts the producer and, on shutdown, flushes and stops
-    it and closes the notifier; the Redis client stays the caller's.
+    The app's lifespan starts the producer, freezes the start-up heap for the
+    garbage collector (``gc.freeze``) and, on shutdown, flushes and stops the
+    producer and closes the notifier; the Redis client stays the caller's.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await producer.start()
+        # Everything alive after start-up (modules, models, clients) lives as long as the process;
+        # moving it out of the collector's view turns an occasional ~140 ms full collection
+        # (≈300k objects) into a few ms, which was most of the PATCH tail latency.
+        gc.freeze()
         try:
             yield
         finally:
@@ -161,10 +167,11 @@ def create_app(
     async def get_session(session_id: _SessionId, principal: Authenticated) -> PlaybackSession:
         return await owned(session_id, principal)
 
-    @app.patch("/api/v1/sessions/{session_id}/position")
+    # The hot path returns pre-serialized JSON: FastAPI would validate the model again on the way out.
+    @app.patch("/api/v1/sessions/{session_id}/position", response_model=PlaybackSession)
     async def update_position(
         session_id: _SessionId, body: PositionRequest, principal: Authenticated
-    ) -> PlaybackSession:
+    ) -> Response:
         current = await owned(session_id, principal)
         session = await store.update_position(current, body.position_seconds, body.playback_state)
         if session is None:
@@ -192,7 +199,7 @@ def create_app(
                 timestamp=session.updated_at,
             )
         )
-        return session
+        return Response(session.model_dump_json(), media_type="application/json")
 
     @app.delete("/api/v1/sessions/{session_id}", status_code=204)
     async def delete_session(session_id: _SessionId, principal: Authenticated) -> Response:

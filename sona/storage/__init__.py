@@ -5,7 +5,22 @@ object (``Catalog``, ``UserProfile``, events DataFrame, :class:`AdapterRecord`,
 :class:`TrainingJob`).
 """
 
-from sona.storage._records import JOB_STATUSES, AdapterRecord, AddEventsResult, JobStatus, TrainingJob
+from sona.storage._records import (
+    JOB_STATUSES,
+    AdapterRecord,
+    AddEventsResult,
+    JobStatus,
+    OnConflict,
+    TrainingJob,
+)
 from sona.storage._storage import Storage
 
-__all__ = ["JOB_STATUSES", "AddEventsResult", "AdapterRecord", "JobStatus", "Storage", "TrainingJob"]
+__all__ = [
+    "JOB_STATUSES",
+    "AddEventsResult",
+    "AdapterRecord",
+    "JobStatus",
+    "OnConflict",
+    "Storage",
+    "TrainingJob",
+]

@@ -7,6 +7,13 @@ through SQLAlchemy's batched multi-row VALUES. On PostgreSQL, large batches are
 first COPYed into a temporary staging table and inserted from there with one
 statement: psycopg spends most of its time parsing huge multi-row VALUES
 queries, and COPY avoids that (about 5x faster at 50k events).
+
+The ``max_progress`` conflict mode (:func:`upsert_progress`) is for rows that
+are observed several times while they grow, such as a playback session's
+viewing event: on a conflict the stored row takes the new ``completion_rate``,
+``watch_seconds`` and ``timestamp`` only if the new observation is further
+along (``(completion_rate, watch_seconds)`` compared in that order). Replaying
+an older or equal observation changes nothing, so the write stays idempotent.
 """
 
 from __future__ import annotations
@@ -21,15 +28,18 @@ from sqlalchemy.engine import Connection
 
 from sona.errors import DataError, ValidationError
 from sona.events import EVENT_COLUMNS, ViewingEvent, validate_events
+from sona.storage._records import OnConflict
 from sona.storage._schema import ViewingEventRow
 from sona.storage._sql import dialect_insert
 
 __all__ = [
     "EventsInput",
     "count_qualifying",
+    "count_qualifying_many",
     "insert_events",
     "read_events",
     "rows_from_input",
+    "upsert_progress",
     "users_since",
 ]
 
@@ -58,14 +68,22 @@ def _event_at(index: int, value: object) -> ViewingEvent:
         raise ValidationError(exc.field, exc.detail, index=index) from None
 
 
-def rows_from_input(events: EventsInput) -> list[dict[str, object]]:
+def rows_from_input(events: EventsInput, *, keep: OnConflict = "ignore") -> list[dict[str, object]]:
     """Validate the whole batch, then return one parameter dict per distinct event_id.
+
+    A repeated id keeps its first record, or with ``keep="max_progress"`` the
+    record furthest along (highest ``completion_rate``, then ``watch_seconds``).
 
     Raises :class:`ValidationError` naming the first bad record's index and field
     before anything is written.
     """
     if isinstance(events, pd.DataFrame):
-        df = validate_events(events).drop_duplicates("event_id", keep="first")
+        df = validate_events(events)
+        if keep == "max_progress":
+            df = df.sort_values(["completion_rate", "watch_seconds"], ascending=False, kind="stable")
+            df = df.drop_duplicates("event_id", keep="first").sort_index()
+        else:
+            df = df.drop_duplicates("event_id", keep="first")
         rating = df["rating"].to_numpy(dtype=float)
         columns = {
             "event_id": df["event_id"].tolist(),
@@ -86,7 +104,11 @@ def rows_from_input(events: EventsInput) -> list[dict[str, object]]:
     validated = [_event_at(i, e) for i, e in enumerate(events)]
     unique: dict[str, dict[str, object]] = {}
     for e in validated:
-        if e.event_id not in unique:
+        kept = unique.get(e.event_id)
+        if kept is None or (
+            keep == "max_progress"
+            and (e.completion_rate, e.watch_seconds) > (kept["completion_rate"], kept["watch_seconds"])  # type: ignore[operator]
+        ):
             unique[e.event_id] = {c: getattr(e, c) for c in EVENT_COLUMNS}
     return list(unique.values())
 
@@ -95,7 +117,8 @@ _COPY_MIN_ROWS = 500  # below this, creating the staging table costs more than i
 _STAGE = "_sona_events_stage"
 
 
-def _insert_by_copy(conn: Connection, rows: list[dict[str, object]]) -> set[str]:
+def _stage_by_copy(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """COPY ``rows`` into the per-transaction staging table (PostgreSQL only)."""
     cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
     types = {c: _T.c[c].type.compile(dialect=conn.dialect) for c in EVENT_COLUMNS}
     conn.exec_driver_sql(
@@ -107,6 +130,11 @@ def _insert_by_copy(conn: Connection, rows: list[dict[str, object]]) -> set[str]
     with raw.cursor() as cur, cur.copy(f"COPY {_STAGE} (ord, {cols}) FROM STDIN") as copy:  # type: ignore[union-attr]
         for i, r in enumerate(rows):
             copy.write_row((i, *(r[c] for c in EVENT_COLUMNS)))
+
+
+def _insert_by_copy(conn: Connection, rows: list[dict[str, object]]) -> set[str]:
+    cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+    _stage_by_copy(conn, rows)
     result = conn.exec_driver_sql(
         f"INSERT INTO {_T.name} ({cols}) SELECT {cols} FROM {_STAGE} ORDER BY ord "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -126,6 +154,109 @@ def insert_events(conn: Connection, rows: list[dict[str, object]]) -> set[str]:
         dialect_insert(conn, _T).on_conflict_do_nothing(index_elements=["event_id"]).returning(_T.c.event_id)
     )
     return set(conn.execute(stmt, rows).scalars().all())
+
+
+_PROGRESS = ("completion_rate", "watch_seconds", "timestamp")
+
+
+def upsert_progress(conn: Connection, rows: list[dict[str, object]]) -> tuple[set[str], set[str]]:
+    """Insert new ids, advance stored rows the new observation is further along than.
+
+    ``rows`` have distinct event ids (see :func:`rows_from_input` with
+    ``keep="max_progress"``). Returns ``(inserted, advanced)`` event ids; the
+    rest were unchanged. On PostgreSQL ``xmax = 0`` in ``RETURNING`` tells a
+    fresh insert from an update in the same statement; on SQLite the writer
+    holds the database lock for the whole transaction, so the ids already
+    stored are read first.
+    """
+    if not rows:
+        return set(), set()
+    if conn.dialect.name == "postgresql" and len(rows) >= _COPY_MIN_ROWS:
+        cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+        set_clause = ", ".join(f'"{c}" = excluded."{c}"' for c in _PROGRESS)
+        _stage_by_copy(conn, rows)
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {_T.name} AS cur ({cols}) SELECT {cols} FROM {_STAGE} ORDER BY ord "
+            f"ON CONFLICT (event_id) DO UPDATE SET {set_clause} WHERE excluded.completion_rate > "
+            "cur.completion_rate OR (excluded.completion_rate = cur.completion_rate "
+            "AND excluded.watch_seconds > cur.watch_seconds) RETURNING event_id, (xmax = 0)"
+        ).all()
+        conn.exec_driver_sql(f"TRUNCATE {_STAGE}")
+        return {str(e) for e, fresh in result if fresh}, {str(e) for e, fresh in result if not fresh}
+    stmt = dialect_insert(conn, _T)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={c: stmt.excluded[c] for c in _PROGRESS},
+        where=sa.or_(
+            stmt.excluded.completion_rate > _T.c.completion_rate,
+            sa.and_(
+                stmt.excluded.completion_rate == _T.c.completion_rate,
+                stmt.excluded.watch_seconds > _T.c.watch_seconds,
+            ),
+        ),
+    )
+    if conn.dialect.name == "postgresql":
+        result = conn.execute(stmt.returning(_T.c.event_id, sa.literal_column("(xmax = 0)")), rows).all()
+        return {str(e) for e, fresh in result if fresh}, {str(e) for e, fresh in result if not fresh}
+    return _sqlite_upsert(conn, rows, stmt)
+
+
+def _sqlite_upsert(
+    conn: Connection, rows: list[dict[str, object]], stmt: sa.Insert
+) -> tuple[set[str], set[str]]:
+    """SQLite: classify against the stored progress, then one DB-API ``executemany`` of the changes.
+
+    The writer holds the database lock (``BEGIN IMMEDIATE``) for the whole
+    transaction, so what is read here is what the upsert meets. Only the
+    timestamp needs a bind processor; skipping SQLAlchemy's per-row parameter
+    handling made this about 3x faster. The statement keeps its ``WHERE``, so a
+    row is never moved backwards even if the classification were stale.
+    """
+    stored = _stored_progress(conn, [str(r["event_id"]) for r in rows])
+    inserted: set[str] = set()
+    advanced: set[str] = set()
+    write: list[dict[str, object]] = []
+    for r in rows:
+        key = str(r["event_id"])
+        old = stored.get(key)
+        if old is None:
+            inserted.add(key)
+        elif (r["completion_rate"], r["watch_seconds"]) > old:  # type: ignore[operator]
+            advanced.add(key)
+        else:
+            continue
+        write.append(r)
+    if write:
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(EVENT_COLUMNS))
+        columns = [_bound_column(conn, c, [r[c] for r in write]) for c in compiled.positiontup or ()]
+        params = list(zip(*columns, strict=True))
+        conn.exec_driver_sql(str(compiled), params)
+    return inserted, advanced
+
+
+def _bound_column(conn: Connection, name: str, values: list[object]) -> list[object]:
+    """One column's DB-API values, as SQLAlchemy's bind processor for the column would make them."""
+    proc = _T.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    if proc is None:
+        return values
+    if name == "timestamp" and values:
+        # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" (naive UTC); numpy writes it for the whole column
+        # at once. Checked against the processor, which handles anything unexpected row by row.
+        utc = pd.DatetimeIndex(values).tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[us]")
+        text = np.char.replace(np.datetime_as_string(utc, unit="us"), "T", " ").tolist()
+        if text[0] == proc(values[0]) and text[-1] == proc(values[-1]):
+            return text  # type: ignore[no-any-return]
+    return [proc(v) for v in values]
+
+
+def _stored_progress(conn: Connection, event_ids: list[str]) -> dict[str, tuple[float, float]]:
+    found: dict[str, tuple[float, float]] = {}
+    for i in range(0, len(event_ids), _CHUNK):
+        stmt = sa.select(_T.c.event_id, _T.c.completion_rate, _T.c.watch_seconds).where(
+            _T.c.event_id.in_(event_ids[i : i + _CHUNK])
+        )
+        found.update({str(e): (float(c), float(w)) for e, c, w in conn.execute(stmt).all()})
+    return found
 
 
 def read_events(conn: Connection, user_ids: Sequence[str] | None, since: datetime | None) -> pd.DataFrame:
@@ -175,6 +306,24 @@ def count_qualifying(conn: Connection, user_id: str, min_completion: float) -> i
         _T.c.dismissed.is_(False),
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+def count_qualifying_many(conn: Connection, user_ids: Sequence[str], min_completion: float) -> dict[str, int]:
+    """:func:`count_qualifying` for many users with one grouped query per chunk of ids."""
+    ids = list(dict.fromkeys(str(u) for u in user_ids))
+    counts = dict.fromkeys(ids, 0)
+    for i in range(0, len(ids), _CHUNK):
+        stmt = (
+            sa.select(_T.c.user_id, sa.func.count())
+            .where(
+                _T.c.user_id.in_(ids[i : i + _CHUNK]),
+                _T.c.completion_rate >= float(min_completion),
+                _T.c.dismissed.is_(False),
+            )
+            .group_by(_T.c.user_id)
+        )
+        counts.update({str(u): int(n) for u, n in conn.execute(stmt).all()})
+    return counts
 
 
 def users_since(conn: Connection, since: datetime) -> list[str]:

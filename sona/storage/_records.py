@@ -12,8 +12,14 @@ __all__ = [
     "AddEventsResult",
     "AdapterRecord",
     "JobStatus",
+    "OnConflict",
     "TrainingJob",
 ]
+
+#: What :meth:`Storage.add_events` does with an ``event_id`` that is already stored:
+#: ``"ignore"`` keeps the stored row; ``"max_progress"`` advances it to the new
+#: completion/watch time/timestamp when the new observation is further along.
+OnConflict = Literal["ignore", "max_progress"]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "skipped"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -26,12 +32,16 @@ class AddEventsResult:
     """Outcome of one :meth:`Storage.add_events` call.
 
     ``duplicates`` counts events whose ``event_id`` was already stored or
-    repeated earlier in the same batch; they were ignored, not doubled.
+    repeated in the same batch and that changed nothing; they were ignored, not
+    doubled. ``advanced`` (only with ``on_conflict="max_progress"``) counts
+    stored rows moved to a further observation.
     """
 
     inserted: int
     duplicates: int
     inserted_event_ids: tuple[str, ...] = ()
+    advanced: int = 0
+    advanced_event_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from sona.catalog import Catalog, ContentItem
 from sona.errors import StorageError, ValidationError
 from sona.profile import UserProfile
 from sona.storage import _adapters, _content, _events, _jobs, _profiles
-from sona.storage._records import AdapterRecord, AddEventsResult, JobStatus, TrainingJob
+from sona.storage._records import AdapterRecord, AddEventsResult, JobStatus, OnConflict, TrainingJob
 
 if TYPE_CHECKING:
     from sona.config import Settings
@@ -217,7 +217,11 @@ class Storage:
 
     # -- events -----------------------------------------------------------------
     def add_events(
-        self, events: _events.EventsInput, *, profiles: Sequence[UserProfile] | None = None
+        self,
+        events: _events.EventsInput,
+        *,
+        profiles: Sequence[UserProfile] | None = None,
+        on_conflict: OnConflict = "ignore",
     ) -> AddEventsResult:
         """Store a batch of viewing events idempotently, in one transaction.
 
@@ -229,27 +233,47 @@ class Storage:
         profiles
             Optional profiles saved in the same transaction, so events and the
             profile rebuilt from them are written together or not at all.
+        on_conflict
+            ``"ignore"`` (default): an ``event_id`` already stored keeps its row.
+            ``"max_progress"``: for events observed repeatedly while they grow
+            (a playback session in progress), the stored row takes the new
+            ``completion_rate``, ``watch_seconds`` and ``timestamp`` when the new
+            observation is further along (higher completion, then more watch
+            seconds); within a batch the furthest record of an id wins. A
+            replay of older or equal observations changes nothing.
 
         Returns
         -------
         AddEventsResult
-            How many events were new and how many were duplicates (already
-            stored, or repeated within the batch) and therefore ignored.
+            Ids inserted, ids advanced (``max_progress`` only), and how many
+            events changed nothing (already stored or repeated in the batch).
 
         Raises
         ------
         ValidationError
             Naming the first bad record's index and field; nothing is written.
         """
-        rows = _events.rows_from_input(events)
+        if on_conflict not in ("ignore", "max_progress"):
+            raise ValidationError("on_conflict", f"must be 'ignore' or 'max_progress', got {on_conflict!r}")
+        rows = _events.rows_from_input(events, keep=on_conflict)
         profile_list = list(profiles or ())
         total = len(events)
         with self._begin("storing events") as conn:
-            new = _events.insert_events(conn, rows)
+            if on_conflict == "ignore":
+                new, advanced = _events.insert_events(conn, rows), set()
+            else:
+                new, advanced = _events.upsert_progress(conn, rows)
             if profile_list:
                 _profiles.save_profiles(conn, profile_list)
-        ids = tuple(r["event_id"] for r in rows if r["event_id"] in new)
-        return AddEventsResult(inserted=len(new), duplicates=total - len(new), inserted_event_ids=ids)  # type: ignore[arg-type]
+        ids = tuple(str(r["event_id"]) for r in rows if r["event_id"] in new)
+        moved = tuple(str(r["event_id"]) for r in rows if r["event_id"] in advanced)
+        return AddEventsResult(
+            inserted=len(new),
+            duplicates=total - len(new) - len(advanced),
+            inserted_event_ids=ids,
+            advanced=len(advanced),
+            advanced_event_ids=moved,
+        )
 
     def events_for_users(
         self, user_ids: Sequence[str] | None = None, *, since: datetime | None = None
@@ -269,6 +293,13 @@ class Storage:
         """Events of the user that are not dismissed and reached ``min_completion``."""
         with self._read("counting events") as conn:
             return _events.count_qualifying(conn, user_id, min_completion)
+
+    def qualifying_event_counts(self, user_ids: Sequence[str], min_completion: float = 0.3) -> dict[str, int]:
+        """:meth:`count_qualifying_events` of many users at once (0 for users without events)."""
+        if isinstance(user_ids, str):
+            user_ids = [user_ids]
+        with self._read("counting events") as conn:
+            return _events.count_qualifying_many(conn, user_ids, min_completion)
 
     def users_with_events_since(self, since: datetime) -> list[str]:
         """Distinct users with an event timestamped at or after ``since``, sorted."""
@@ -346,6 +377,13 @@ class Storage:
         """When the user was last trained (adapter stored or job succeeded), or None."""
         with self._read("reading training history") as conn:
             return _adapters.last_trained_at(conn, user_id)
+
+    def last_trained_times(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """:meth:`last_trained_at` of many users at once; users never trained are absent."""
+        if isinstance(user_ids, str):
+            user_ids = [user_ids]
+        with self._read("reading training history") as conn:
+            return _adapters.last_trained_many(conn, user_ids)
 
     # -- training jobs ----------------------------------------------------------
     def create_job(self, user_id: str) -> TrainingJob:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,8 +25,39 @@ from fastapi import FastAPI
 from playback_bridge import EventProducer, SyncNotifier
 from serving._auth import SERVICE_SCOPE, issue_token
 from serving.playback import create_app
+from sona import Sona, SonaConfig
+from sona.datasets import SyntheticConfig, generate_synthetic
 
 SECRET = "test-secret-for-playback-0123456789"
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real engine (synthetic catalog of 150 titles, 40 users, 2 epochs), fitted once and saved."""
+    catalog, events = generate_synthetic(
+        SyntheticConfig(n_items=150, n_users=40, events_per_user=25.0, seed=7)
+    )
+    directory = tmp_path_factory.mktemp("engine") / "model"
+    Sona(catalog, SonaConfig(epochs=2, dim=16, hidden_dim=32, progress=False, seed=0)).fit(events).save(
+        directory
+    )
+    return directory
+
+
+def weak_genre_titles(engine: Sona, user: str) -> tuple[str, list[str]]:
+    """The user's least-liked genre and two single-genre titles of it (watching them must raise it)."""
+    affinity = engine.profile(user).genre_affinities
+    for genre in sorted(affinity, key=affinity.__getitem__):
+        titles = [item.content_id for item in engine.catalog if item.genres == (genre,)]
+        if len(titles) >= 2:
+            return genre, titles[:2]
+    raise AssertionError("no genre with two single-genre titles")
+
+
+@pytest.fixture
+def engine(engine_dir: Path) -> Sona:
+    """A private copy per test: the sink's ``observe`` calls change it."""
+    return Sona.load(engine_dir)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,8 +30,9 @@ from playback_bridge import (
     viewing_event_id,
 )
 from playback_bridge.consumer import PlaybackConsumer
+from sona import Sona
 from sona.storage import Storage
-from tests.bridge.conftest import running_app, token
+from tests.bridge.conftest import running_app, token, weak_genre_titles
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
@@ -65,28 +67,36 @@ def _rows(storage: Storage) -> dict[str, tuple[str, str, float]]:
     }
 
 
-async def test_end_to_end_through_kafka_writes_each_session_once(
-    database_url: str, redis_client: aioredis.Redis, namespace: str, kafka_brokers: str, topic_prefix: str
+async def test_end_to_end_through_kafka_writes_each_session_once_and_moves_the_profile(
+    database_url: str,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    kafka_brokers: str,
+    topic_prefix: str,
+    engine: Sona,
 ) -> None:
     brokers = kafka_brokers.split(",")
     topics = Topics(topic_prefix)
     storage = Storage(database_url)
     storage.upgrade()
+    before = engine.profile("u1")
+    genre, (t1, t2) = weak_genre_titles(engine, "u1")
     producer = KafkaEventProducer(brokers, topics, partitions=2)
     async with running_app(redis_client, producer, SyncNotifier(None), namespace) as (_, client):
-        s1 = await _watch(client, "u1", "c1", 1000, [100, 300, 250])
+        s1 = await _watch(client, "u1", t1, 1000, [100, 350, 250])
         assert (await client.delete(f"/api/v1/sessions/{s1}", headers=token("u1"))).status_code == 204
-        s2 = await _watch(client, "u1", "c2", 100, [40, 100])  # reaches the end: final
+        s2 = await _watch(client, "u1", t2, 100, [40, 100])  # reaches the end: final
         await client.delete(f"/api/v1/sessions/{s2}", headers=token("u1"))
-        await _watch(client, "u2", "c1", 1000, [50])  # still open: not a viewing yet
+        s3 = await _watch(client, "u2", t1, 1000, [50])  # still open: its progress so far
         await producer.flush()
     assert producer.stats.delivered == producer.stats.published == 11 and producer.stats.dropped == 0
 
     expected = {
-        viewing_event_id(s1): ("u1", "c1", 0.25),  # the final position, not the furthest
-        viewing_event_id(s2): ("u1", "c2", 1.0),
+        viewing_event_id(s1): ("u1", t1, 0.35),  # the furthest position, not the one it ended at
+        viewing_event_id(s2): ("u1", t2, 1.0),
+        viewing_event_id(s3): ("u2", t1, 0.05),
     }
-    sink = EventSink(storage)
+    sink = EventSink(storage, engine)
     consumer = PlaybackConsumer(brokers, topics, sink, group_id=f"g-{uuid.uuid4().hex[:8]}", **FAST_GROUP)
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -97,6 +107,12 @@ async def test_end_to_end_through_kafka_writes_each_session_once(
     finally:
         await consumer.stop()
     assert _rows(storage) == expected
+    profiles = storage.load_profiles()
+    assert set(profiles) == {"u1"}  # u2's session has not ended: no profile change yet
+    after = profiles["u1"]
+    assert after.interaction_count == before.interaction_count + 2
+    assert after.genre_affinities[genre] > before.genre_affinities[genre]
+    assert not np.allclose(after.preference_vector, before.preference_vector)
 
     # A replay of the whole topic (new group, from the earliest offset) writes nothing new.
     replay = PlaybackConsumer(brokers, topics, sink, group_id=f"g-{uuid.uuid4().hex[:8]}", **FAST_GROUP)
@@ -107,6 +123,10 @@ async def test_end_to_end_through_kafka_writes_each_session_once(
         await replay.stop()
     assert replay.stats.messages == 8
     assert _rows(storage) == expected
+    again = storage.load_profile("u1")
+    assert again is not None and again.interaction_count == after.interaction_count
+    assert again.genre_affinities == after.genre_affinities
+    np.testing.assert_array_equal(again.preference_vector, after.preference_vector)
     storage.dispose()
 
 
@@ -157,9 +177,14 @@ async def test_in_process_bus_feeds_sona_without_kafka(
     bus = InProcessEventBus(EventSink(storage))
     async with running_app(redis_client, bus, SyncNotifier(None), namespace) as (_, client):
         sid = await _watch(client, "u1", "c9", 200, [50, 150])
+        await bus.flush()
+        assert _rows(storage) == {viewing_event_id(sid): ("u1", "c9", 0.75)}  # progress, before the end
+        await client.patch(
+            f"/api/v1/sessions/{sid}/position", json={"position_seconds": 190}, headers=token("u1")
+        )
         await client.delete(f"/api/v1/sessions/{sid}", headers=token("u1"))
         await bus.flush()
-    assert _rows(storage) == {viewing_event_id(sid): ("u1", "c9", 0.75)}
+    assert _rows(storage) == {viewing_event_id(sid): ("u1", "c9", 0.95)}
 
 
 async def test_poison_messages_go_to_dead_letter_and_consumption_continues(

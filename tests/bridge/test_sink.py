@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from playback_bridge import (
     EventSink,
+    PlaybackBatch,
     PoisonMessageError,
     PositionUpdated,
     SessionCreated,
     SessionEnded,
     SyncProgress,
     completion_rate,
+    decode_batch,
     decode_event,
     encode_event,
     viewing_event_id,
 )
+from sona import Sona
 from sona.storage import Storage
+from tests.bridge.conftest import weak_genre_titles
 
 T0 = datetime(2026, 1, 1, 20, 0, tzinfo=UTC)
 
@@ -75,28 +81,124 @@ def test_events_round_trip_with_lowercase_enums_and_reject_poison() -> None:
     }
 
 
-def test_sink_coalesces_final_observations_and_is_idempotent(database_url: str) -> None:
+def _stored(storage: Storage) -> dict[str, tuple[str, str, float, float]]:
+    frame = storage.events_for_users(None)
+    return {
+        r.event_id: (r.user_id, r.content_id, round(r.completion_rate, 6), r.watch_seconds)
+        for r in frame.itertuples()
+    }
+
+
+def test_sink_writes_progress_coalesced_once_per_batch_and_is_idempotent(database_url: str) -> None:
     storage = Storage(database_url)
     storage.upgrade()
     sink = EventSink(storage)
-    batch = [
-        update("s1", "u1", "c1", 40),  # not final: skipped
-        ended("s1", "u1", "c1", 30),
-        ended("s2", "u1", "c1", 80),  # same user and title, further: wins
-        update("s3", "u2", "c1", 100, state="ended"),  # reached the end: final
-        update("s4", "u2", "c2", 10),
+    first = [
+        update("s1", "u1", "c1", 40),
+        update("s1", "u1", "c1", 60),  # furthest in the batch: the one written
+        update("s1", "u1", "c1", 50),
+        update("s2", "u2", "c1", 10),  # never closed: its progress is still a viewing event
+        ended("s3", "u2", "c2", 100),
     ]
-    result = sink.handle(batch)
-    assert (result.received, result.final, result.inserted, result.skipped) == (5, 2, 2, 3)
-    frame = storage.events_for_users(None)
-    got = {(r.event_id, r.user_id, r.content_id, r.completion_rate, r.source) for r in frame.itertuples()}
-    assert got == {
-        (viewing_event_id("s2"), "u1", "c1", 0.8, "playback"),
-        (viewing_event_id("s3"), "u2", "c1", 1.0, "playback"),
+    result = sink.handle(first)
+    assert (result.received, result.sessions, result.inserted, result.advanced, result.final) == (
+        5,
+        3,
+        3,
+        0,
+        1,
+    )
+    assert sorted(result.users) == ["u1", "u2"]
+    expected = {
+        viewing_event_id("s1"): ("u1", "c1", 0.6, 60.0),
+        viewing_event_id("s2"): ("u2", "c1", 0.1, 10.0),
+        viewing_event_id("s3"): ("u2", "c2", 1.0, 100.0),
     }
-    again = sink.handle(batch)  # a replay after a crash
-    assert (again.inserted, again.duplicates) == (0, 2)
-    assert len(storage.events_for_users(None)) == 2
+    assert _stored(storage) == expected
+
+    second = [
+        ended("s1", "u1", "c1", 55),  # ended behind its furthest position: the furthest stays
+        update("s2", "u2", "c1", 70),  # moved on: the row advances
+        update("s2", "u2", "c1", 70, state="ended"),
+    ]
+    result = sink.handle(second)
+    assert (result.sessions, result.inserted, result.advanced, result.unchanged, result.final) == (
+        2,
+        0,
+        1,
+        1,
+        2,
+    )
+    assert result.users == ("u2",)
+    expected[viewing_event_id("s2")] = ("u2", "c1", 0.7, 70.0)
+    assert _stored(storage) == expected
+
+    again = sink.handle(first + second)  # a replay after a crash
+    assert (again.inserted, again.advanced, again.unchanged, again.users) == (0, 0, 3, ())
+    assert _stored(storage) == expected
+    storage.dispose()
+
+
+def test_decode_batch_matches_the_models_and_their_poison_reasons() -> None:
+    good = [update("s1", "u1", "c1", 5), ended("s1", "u1", "c1", 50), update("s2", "u2", "c1", 100, "ended")]
+    created = SessionCreated(session_id="s", user_id="u", content_id="c", device_id="d", duration_seconds=5)
+    payload = json.loads(encode_event(good[0]))
+    lax = json.dumps({**payload, "position_seconds": "7"}).encode()  # the model accepts a numeric string
+    poison = [
+        None,
+        b"{nope",
+        b"[1]",
+        json.dumps({**payload, "schema_version": 3}).encode(),
+        json.dumps({**payload, "user_id": " "}).encode(),
+        json.dumps({**payload, "position_seconds": float("nan")}).encode(),
+        json.dumps({**payload, "timestamp": "2026-01-01T00:00:00"}).encode(),
+        json.dumps({**payload, "playback_state": "rewinding"}).encode(),
+    ]
+    values = [encode_event(e) for e in good] + [encode_event(created), lax, *poison]
+    batch, bad = decode_batch(values)
+    reasons = {}
+    for i, value in enumerate(values):
+        try:
+            decode_event(value)
+        except PoisonMessageError as exc:
+            reasons[i] = exc.reason
+    assert dict(bad) == reasons and len(reasons) == len(poison)
+    expected = PlaybackBatch.from_events([*good, created, decode_event(lax)])
+    assert list(batch.frame.index) == [0, 1, 2, 4]  # positions in the input; session-created is left out
+    assert batch.frame.reset_index(drop=True).equals(expected.frame.reset_index(drop=True))
+    assert list(batch.frame["final"]) == [False, True, True, False]
+
+
+def test_sink_updates_profiles_once_per_ended_session(sqlite_url: str, engine_dir: Path) -> None:
+    storage = Storage(sqlite_url)
+    storage.upgrade()
+    engine = Sona.load(engine_dir)
+    before = engine.profile("u0")
+    genre, (t1, t2) = weak_genre_titles(engine, "u0")
+    sink = EventSink(storage, engine)
+
+    progress = sink.handle([update("p1", "u0", t1, 50), update("p2", "new-user", t1, 90)])
+    assert progress.profiles == () and storage.load_profiles() == {}  # nothing ended yet
+    ended_ = sink.handle(
+        [update("p1", "u0", t1, 90), ended("p1", "u0", t1, 80), ended("p9", "u0", "not-a-title", 90)]
+    )
+    assert ended_.profiles == ("u0",)
+    saved = storage.load_profile("u0")
+    assert saved is not None
+    assert saved.interaction_count == before.interaction_count + 1
+    assert saved.genre_affinities[genre] > before.genre_affinities[genre]
+    assert not np.allclose(saved.preference_vector, before.preference_vector)
+
+    # A replay, and the row advancing further, do not count the session twice.
+    sink.handle([update("p1", "u0", t1, 95), ended("p1", "u0", t1, 95)])
+    assert storage.load_profile("u0").interaction_count == before.interaction_count + 1  # type: ignore[union-attr]
+
+    # A restarted consumer (engine from disk, new sink) starts from the user's stored history.
+    restarted = EventSink(storage, Sona.load(engine_dir))
+    restarted.handle([ended("p3", "u0", t2, 100)])
+    after = storage.load_profile("u0")
+    assert after is not None and after.interaction_count == before.interaction_count + 2
+    assert after.genre_affinities[genre] > saved.genre_affinities[genre]
     storage.dispose()
 
 

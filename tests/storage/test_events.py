@@ -110,6 +110,8 @@ def test_count_qualifying_events(storage: Storage) -> None:
     assert storage.count_qualifying_events("u1") == 2
     assert storage.count_qualifying_events("u1", min_completion=0.5) == 1
     assert storage.count_qualifying_events("nobody") == 0
+    assert storage.qualifying_event_counts(["u1", "other", "nobody"]) == {"u1": 2, "other": 1, "nobody": 0}
+    assert storage.qualifying_event_counts(["u1"], min_completion=0.5) == {"u1": 1}
 
 
 @pytest.mark.parametrize(
@@ -213,3 +215,76 @@ def test_concurrent_writers_do_not_fail_or_lose_events(storage: Storage) -> None
     assert totals == [50] * 4
     assert _count(storage) == 200
     assert {j.status for j in storage.list_jobs()} == {"succeeded"}
+
+
+def _progress(session: int, completion: float, minute: int, user: str = "u1") -> ViewingEvent:
+    return _event(
+        session,
+        user,
+        event_id=f"s{session}",
+        completion_rate=completion,
+        watch_seconds=completion * 3600,
+        timestamp=T0 + timedelta(minutes=minute),
+    )
+
+
+def _stored(storage: Storage) -> dict[str, tuple[float, float, datetime]]:
+    frame = storage.events_for_users()
+    return {
+        r.event_id: (r.completion_rate, r.watch_seconds, r.timestamp.to_pydatetime())
+        for r in frame.itertuples(index=False)
+    }
+
+
+def test_max_progress_advances_only_further_observations(storage: Storage) -> None:
+    first = storage.add_events(
+        [_progress(0, 0.2, 1), _progress(0, 0.4, 2), _progress(0, 0.3, 3), _progress(1, 0.5, 1)],
+        on_conflict="max_progress",
+    )
+    assert (first.inserted, first.advanced, first.duplicates) == (2, 0, 2)
+    assert first.inserted_event_ids == ("s0", "s1")  # s0 at its furthest record of the batch
+    assert _stored(storage)["s0"] == (0.4, 0.4 * 3600, T0 + timedelta(minutes=2))
+
+    second = storage.add_events(
+        [_progress(0, 0.9, 10), _progress(1, 0.5, 11), _progress(1, 0.1, 12), _progress(2, 0.05, 12)],
+        on_conflict="max_progress",
+    )
+    assert (second.inserted, second.advanced, second.duplicates) == (1, 1, 2)
+    assert (second.inserted_event_ids, second.advanced_event_ids) == (("s2",), ("s0",))
+    stored = _stored(storage)
+    assert stored["s0"] == (0.9, 0.9 * 3600, T0 + timedelta(minutes=10))  # timestamp of that observation
+    assert stored["s1"] == (0.5, 0.5 * 3600, T0 + timedelta(minutes=1))  # equal or lower: unchanged
+
+    # Same completion, more watch time (a capped completion) still advances; a replay writes nothing.
+    tie = _event(1, event_id="s1", completion_rate=0.5, watch_seconds=2000.0, timestamp=T0)
+    assert storage.add_events([tie], on_conflict="max_progress").advanced_event_ids == ("s1",)
+    replay = storage.add_events([_progress(0, 0.9, 10), tie], on_conflict="max_progress")
+    assert (replay.inserted, replay.advanced, replay.duplicates) == (0, 0, 2)
+    assert len(storage.events_for_users()) == 3
+
+    # The default mode still keeps the first stored row.
+    ignored = storage.add_events([_progress(2, 1.0, 20)])
+    assert (ignored.inserted, ignored.advanced, ignored.duplicates) == (0, 0, 1)
+    assert _stored(storage)["s2"][0] == 0.05
+    with pytest.raises(ValidationError, match="on_conflict"):
+        storage.add_events([tie], on_conflict="replace")  # type: ignore[arg-type]
+
+
+def test_max_progress_bulk_batches_dedupe_and_advance(storage: Storage) -> None:
+    """Large batches (the PostgreSQL COPY path) classify rows like small ones."""
+    n = 1200
+    base = _frame(n).assign(watch_seconds=0.0, completion_rate=0.5)
+    assert storage.add_events(base, on_conflict="max_progress").inserted == n
+    later = pd.concat([base.iloc[:600], base.iloc[:600]]).reset_index(drop=True)  # 600 ids, twice each
+    later["completion_rate"] = np.r_[
+        np.full(300, 0.9), np.full(300, 0.4), np.full(300, 0.1), np.full(300, 0.95)
+    ]
+    later = pd.concat([later, _frame(5, start=n).assign(completion_rate=0.7)], ignore_index=True)
+    result = storage.add_events(later, on_conflict="max_progress")
+    assert (result.inserted, result.advanced, result.duplicates) == (5, 600, 600)
+    stored = storage.events_for_users().set_index("event_id")["completion_rate"]
+    assert len(stored) == n + 5
+    assert (stored.iloc[:300] == 0.9).all() and (stored.iloc[300:600] == 0.95).all()
+    assert (stored.iloc[600:n] == 0.5).all()
+    again = storage.add_events(later, on_conflict="max_progress")
+    assert (again.inserted, again.advanced) == (0, 0)

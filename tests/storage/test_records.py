@@ -178,6 +178,15 @@ def test_last_trained_at_and_timestamps_are_utc(storage: Storage) -> None:
     assert rec.created_at == made and rec.created_at.utcoffset() == timedelta(0)
     last = storage.last_trained_at("u1")
     assert last == made and last.tzinfo == UTC  # type: ignore[union-attr]
+    job = storage.create_job("u2")
+    storage.update_job(job.job_id, status="running")
+    done = storage.update_job(job.job_id, status="succeeded")
+    storage.record_adapter("u2", 1, rank=4, size_bytes=1, location="x", created_at=made)  # older than the job
+    failed = storage.create_job("u3")
+    storage.update_job(failed.job_id, status="failed")
+    many = storage.last_trained_times(["u1", "u2", "u3", "nobody"])
+    assert many == {"u1": made, "u2": done.finished_at}  # failed jobs and unknown users are absent
+    assert all(t.tzinfo == UTC for t in many.values())
     with pytest.raises(ValidationError, match="created_at"):
         storage.record_adapter("u1", 2, rank=4, size_bytes=1, location="x", created_at=datetime(2026, 1, 1))
 
