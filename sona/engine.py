@@ -40,7 +40,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +54,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from sona._event_log import EventLog
 from sona._ids import ContentId, UserId
 from sona.catalog import Catalog
 from sona.errors import (
@@ -80,14 +83,14 @@ from sona.features import (
 )
 from sona.models import (
     BaseModelParams,
+    FusedBatch,
+    FusionWeights,
+    ItemTables,
     TowerScorer,
     UserTower,
     ease_weights,
     itemknn_weights,
-    mask_rows,
     mmr_rerank,
-    standardize_rows,
-    topk_rows,
     train_base_model,
 )
 from sona.models._config import SonaConfig
@@ -119,6 +122,36 @@ _CHUNK = 1024
 
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+
+
+def _splice_rows(
+    a: sp.csr_matrix, rows: npt.NDArray[np.int64], b: sp.csr_matrix, n_rows: int
+) -> sp.csr_matrix:
+    """CSR ``a`` grown to ``n_rows`` rows, with rows ``rows`` (sorted, unique) replaced by ``b``'s rows.
+
+    Splices the index arrays directly (a few vectorized copies), instead of
+    rebuilding the matrix through sparse products.
+    """
+    len_a = np.zeros(n_rows, dtype=np.int64)
+    len_a[: a.shape[0]] = np.diff(a.indptr)
+    drop = np.zeros(n_rows, dtype=bool)
+    drop[rows] = True
+    lens = np.where(drop, 0, len_a)
+    lens[rows] = np.diff(b.indptr)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    old_row = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    keep = ~drop[old_row]
+    dest_a = (indptr[old_row] + np.arange(a.nnz) - a.indptr[old_row])[keep]
+    b_local = np.repeat(np.arange(len(rows)), np.diff(b.indptr))
+    dest_b = indptr[rows[b_local]] + np.arange(b.nnz) - b.indptr[b_local]
+    data = np.empty(int(indptr[-1]), dtype=a.dtype)
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    data[dest_a], indices[dest_a] = a.data[keep], a.indices[keep]
+    data[dest_b], indices[dest_b] = b.data, b.indices
+    out = sp.csr_matrix((data, indices, indptr), shape=(n_rows, a.shape[1]))
+    out.has_sorted_indices = True
+    return out
 
 
 def _check_k(k: int) -> int:
@@ -333,8 +366,8 @@ class Sona:
         if len(frame) == 0:
             return self
         self._item_positions(frame)
-        frame = frame[~frame["event_id"].isin(self.history_["event_id"])]
-        frame = frame.drop_duplicates("event_id")
+        log = self._log()
+        frame = log.unseen(frame)
         if len(frame) == 0:
             return self
         new_users = sorted(set(frame["user_id"].unique()) - set(self.user_index_))
@@ -342,18 +375,38 @@ class Sona:
             self.users_ = np.concatenate([self.users_, np.array(new_users, dtype=object)])
             base = len(self.user_index_)
             self.user_index_.update({u: base + i for i, u in enumerate(new_users)})
-        history = pd.concat([self.history_, frame], ignore_index=True)
-        self.history_ = history.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+        self.__dict__["_log_"] = log.append(frame)
         touched = np.array(sorted(self.user_index_[u] for u in frame["user_id"].unique()), dtype=np.int64)
         self._refresh_users(touched)
         return self
 
+    def _log(self) -> EventLog:
+        log = self.__dict__.get("_log_")
+        if log is None:
+            raise NotFittedError("this Sona engine is not fitted yet; call fit(events) first")
+        return log
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        """Every event seen by ``fit``/``observe``, sorted by user then time.
+
+        Assembled lazily: ``observe`` appends in time proportional to the new
+        events, and the first read afterwards merges them (O(all events) once).
+        """
+        log = self.__dict__.get("_log_")
+        if log is None:
+            raise AttributeError("history_")  # not fitted: hasattr(engine, "history_") is False
+        return log.frame()
+
+    @history_.setter
+    def history_(self, frame: pd.DataFrame) -> None:
+        self.__dict__["_log_"] = EventLog(frame)
+
     def _refresh_users(self, rows: npt.NDArray[np.int64]) -> None:
-        """Recompute the profile rows of ``rows`` (positions) from their full history."""
+        """Recompute the profile rows of ``rows`` (sorted positions) from those users' events only."""
         n_users = len(self.user_index_)
-        ids = set(self.users_[rows])
-        sub = self.history_[self.history_["user_id"].isin(ids)].reset_index(drop=True)
         local_ids = self.users_[rows]
+        sub = self._log().for_users([str(u) for u in local_ids])
         local_pos = pd.Index(local_ids).get_indexer(sub["user_id"])
         ev = self._arrays(sub, local_pos, self.catalog.index_of(sub["content_id"].to_numpy()))
         fresh = self._profiles(ev, len(rows), self.content_embeddings_)
@@ -361,6 +414,7 @@ class Sona:
         grow = n_users - old.preference.shape[0]
 
         def dense(a: npt.NDArray[Any], b: npt.NDArray[Any], fill: float = 0.0) -> npt.NDArray[Any]:
+            # a copy (memcpy), so readers holding the previous state never see half an update
             if grow:
                 pad = np.full((grow, *a.shape[1:]), fill, dtype=a.dtype)
                 a = np.concatenate([a, pad])
@@ -370,16 +424,7 @@ class Sona:
             return a
 
         def sparse(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
-            a = sp.vstack([a, sp.csr_matrix((grow, a.shape[1]), dtype=a.dtype)]).tocsr() if grow else a
-            keep = np.ones(n_users, dtype=np.float32)
-            keep[rows] = 0.0
-            place = sp.csr_matrix(
-                (np.ones(len(rows), np.float32), (rows, np.arange(len(rows)))), shape=(n_users, len(rows))
-            )
-            out = (sp.diags(keep) @ a + place @ b).tocsr()
-            out.eliminate_zeros()
-            out.sort_indices()
-            return out
+            return _splice_rows(a, rows, b, n_users)
 
         self.state_ = ProfileState(
             weights=sparse(old.weights, fresh.weights),
@@ -410,9 +455,7 @@ class Sona:
 
     def user_history(self, user_id: str) -> pd.DataFrame:
         """Events of ``user_id`` seen by ``fit``/``observe``, oldest first (empty for unknown users)."""
-        self._require_fitted()
-        h = self.history_
-        return h[h["user_id"].to_numpy() == str(user_id)].reset_index(drop=True)
+        return self._log().for_users([str(user_id)])
 
     def interactions(self, user_ids: Sequence[str]) -> sp.csr_matrix:
         """(len(user_ids), n_items) engagement x decay rows; all-zero rows for unknown users."""
@@ -482,22 +525,72 @@ class Sona:
             side[:, : len(DAYPARTS)] = tod
         return np.hstack([pref, side]).astype(np.float32)
 
+    def _batch_workers(self, n_users: int) -> int:
+        """Threads for a batch: ``config.batch_workers`` (0 = one per CPU core), never more than needed."""
+        w = self.config.batch_workers or (os.cpu_count() or 1)
+        return max(1, min(w, -(-n_users // 256)))
+
     def _tower_logits(
         self, user_ids: Sequence[str], x: npt.NDArray[np.float32], use_adapter: bool
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-        """Base logits, and adapted logits when an adapter set is attached and asked for."""
+    ) -> tuple[npt.NDArray[np.float32], torch.Tensor | None, torch.Tensor | None]:
+        """Base user embeddings; with an attached adapter set, also adapted and base logits.
+
+        The base tower's logits are not materialized otherwise: they enter the
+        fused score through :class:`~sona.models.ItemTables` (one GEMM). Adapted
+        logits come, batched, from ``adapters_.tower_logits`` (the LoRA hook).
+        """
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            base = self.scorer_(xt).numpy()
-            adapted = None
-            if use_adapter and self.adapters_ is not None:
-                adapted = self.adapters_.tower_logits([str(u) for u in user_ids], xt, self.scorer_)
-                adapted = (
-                    adapted.detach().numpy() if isinstance(adapted, torch.Tensor) else np.asarray(adapted)
-                )
-        return base, adapted
+            base = self.scorer_.user_embedding(xt).numpy()
+            if not (use_adapter and self.adapters_ is not None):
+                return base, None, None
+            lock = self.__dict__.setdefault("_adapter_lock", threading.Lock())
+            with lock:  # adapter sets load lazily; batch workers take turns
+                got = self.adapters_.tower_logits([str(u) for u in user_ids], xt, self.scorer_)
+            got = got.detach() if isinstance(got, torch.Tensor) else torch.from_numpy(np.asarray(got))
+            return base, got.to(torch.float32), self.scorer_(xt)
 
-    def _blocks(
+    def _item_tables(self) -> ItemTables:
+        """Item-side fusion state, rebuilt whenever a learned table it derives from was replaced or edited."""
+        sc = self.scorer_
+        parts = (sc, self.collab_, self.content_unit_, self.genre_mean_matrix_, self.graph_)
+        key = (
+            *(id(p) for p in parts),
+            id(self.popularity_),
+            id(self.trending_),
+            sc.item_embeddings._version,
+            sc.item_bias._version,
+        )
+        cached = self.__dict__.get("_fusion_")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tables = ItemTables(
+            tower_items=sc.item_embeddings.detach().numpy(),
+            tower_bias=sc.item_bias.detach().numpy(),
+            content_items=self.content_unit_,
+            genre_items=np.asarray(self.genre_mean_matrix_.todense(), dtype=np.float32),
+            popularity=self.popularity_,
+            trending=self.trending_,
+            collaborative=self.collab_,
+            graph=self.graph_,
+        )
+        self.__dict__["_fusion_"] = (key, tables)
+        return tables
+
+    def _fusion_weights(self) -> FusionWeights:
+        c = self.config
+        return FusionWeights(
+            collaborative=c.w_collaborative,
+            tower=c.w_tower,
+            content=c.w_content,
+            graph=c.w_graph,
+            genre_affinity=c.w_genre,
+            popularity=c.w_popularity,
+            trending=c.w_trending,
+            context=c.w_context,
+        )
+
+    def _fuse(
         self,
         user_ids: Sequence[str],
         rows: npt.NDArray[np.int64],
@@ -505,49 +598,37 @@ class Sona:
         use_adapter: bool,
         *,
         detail: bool,
-    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
-        """Fused (batch, n_items) scores; with ``detail`` also each weighted contribution."""
+        out: torch.Tensor | None = None,
+    ) -> FusedBatch:
+        """Fused (batch, n_items) scores of these users; with ``detail`` also splittable by source."""
         cfg, st = self.config, self.state_
         known = rows >= 0
         r = np.maximum(rows, 0)
-        w_rows = (sp.diags(known.astype(np.float32)) @ st.weights[r]).tocsr()
-        parts: dict[str, npt.NDArray[np.float32]] = {}
-        fused = np.zeros((len(rows), len(self.catalog)), dtype=np.float32)
-
-        def add(name: str, weight: float, block: npt.NDArray[np.float32]) -> None:
-            contrib = block * np.float32(weight)
-            fused.__iadd__(contrib)
-            if detail:
-                parts[name] = contrib
-
-        if cfg.w_collaborative:
-            raw = w_rows @ self.collab_
-            raw = raw.toarray() if sp.issparse(raw) else np.asarray(raw)
-            add("collaborative", cfg.w_collaborative, standardize_rows(raw.astype(np.float32)))
+        w_rows = st.weights[r]
+        if not known.all():
+            w_rows = (sp.diags(known.astype(np.float32)) @ w_rows).tocsr()
+        base = adapted = base_logits = None
         if cfg.w_tower or detail:
             x = self._tower_inputs_rows(rows, context)
-            base, adapted = self._tower_logits(user_ids, x, use_adapter)
-            zb = standardize_rows(base)
-            add("tower", cfg.w_tower, zb)
-            delta = standardize_rows(adapted) - zb if adapted is not None else np.zeros_like(zb)
-            add("adapter_delta", cfg.w_tower, delta)
-        if cfg.w_content:
-            add("content", cfg.w_content, standardize_rows(st.preference[r] @ self.content_unit_.T))
-        if cfg.w_graph and self.graph_ is not None:
-            add("graph", cfg.w_graph, standardize_rows((w_rows @ self.graph_).toarray().astype(np.float32)))
-        if cfg.w_genre or detail:
-            g = np.asarray(self.genre_mean_matrix_ @ st.genre_affinity[r].T).T
-            add("genre_affinity", cfg.w_genre, standardize_rows(g.astype(np.float32)))
-        if cfg.w_popularity:
-            add("popularity", cfg.w_popularity, np.broadcast_to(self.popularity_, fused.shape))
-        if cfg.w_trending:
-            add("trending", cfg.w_trending, np.broadcast_to(self.trending_, fused.shape))
-        if context and (cfg.w_context or detail):
+            base, adapted, base_logits = self._tower_logits(user_ids, x, use_adapter)
+        ctx = None
+        if context:
             ctx = context_item_scores(context, self.genre_matrix_, self.catalog.genres, self.durations_)
-            add("context", cfg.w_context, np.broadcast_to(ctx, fused.shape))
-        elif detail:
-            parts["context"] = np.zeros_like(fused)
-        return fused, parts
+        genre = st.genre_affinity[r]
+        if not known.all():  # unknown users: no taste yet, so zero preference and uniform genres
+            genre = np.where(known[:, None], genre, np.float32(1.0 / max(genre.shape[1], 1)))
+        return self._item_tables().fuse(
+            tower_user=base,
+            preference=np.where(known[:, None], st.preference[r], 0.0).astype(np.float32),
+            genre_affinity=genre.astype(np.float32),
+            interactions=w_rows,
+            weights=self._fusion_weights(),
+            adapted=adapted,
+            base_logits=base_logits,
+            context=ctx,
+            detail=detail,
+            out=out,
+        )
 
     def _calibrate(self, fused: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Monotone map of fused scores to [0, 1]: about 3 standard deviations above a user's mean → 0.5."""
@@ -592,14 +673,15 @@ class Sona:
             content_ids = [content_ids]
         cols = self.catalog.index_of(list(content_ids))
         uid = str(user_id)
-        fused, parts = self._blocks([uid], self._rows([uid]), context, use_adapter, detail=True)
-        out = {k: v[0, cols].astype(np.float32) for k, v in parts.items()}
+        fz = self._fuse([uid], self._rows([uid]), context, use_adapter, detail=True)
+        out = {k: v[0] for k, v in fz.parts_at(cols[None, :]).items()}
         base_names = ("collaborative", "tower", "content", "graph", "popularity", "trending")
         out["base_relevance"] = sum(
             (out[n] for n in base_names if n in out), start=np.zeros(len(cols), np.float32)
         ).astype(np.float32)
-        out["fused"] = fused[0, cols]
-        out["score"] = self._calibrate(fused[0, cols])
+        fused = fz.fused_at(cols[None, :])[0]
+        out["fused"] = fused
+        out["score"] = self._calibrate(fused)
         return out
 
     # ------------------------------------------------------------- ranking
@@ -628,29 +710,39 @@ class Sona:
         use_adapter: bool,
         explore: bool | None,
         detail: bool = False,
+        out: torch.Tensor | None = None,
     ) -> _Ranked:
         """Top-k (batch, k) item positions, scores, cold rows, explore rows, and the parts when ``detail``."""
         cfg, st = self.config, self.state_
         rows = self._rows(user_ids)
         known = rows >= 0
         cold = ~known | (st.qualifying[np.maximum(rows, 0)] == 0)
-        fused, parts = self._blocks(user_ids, rows, context, use_adapter, detail=detail)
-        ranking = fused.copy()
-        if cold.any():
-            ranking[cold] = self.cold_rank_
+        fz = self._fuse(user_ids, rows, context, use_adapter, detail=detail, out=out)
+        ranking = fz.block  # ranks like the fused score; masked in place below
+        cold_rows = np.flatnonzero(cold)
+        cold_block = None
+        if len(cold_rows):
+            ct = torch.from_numpy(cold_rows)
+            cold_block = ranking[ct].clone()
+            ranking[ct] = torch.from_numpy(self.cold_rank_)
         if exclude_watched and known.any():
-            seen = (sp.diags(known.astype(np.float32)) @ st.seen[np.maximum(rows, 0)]).tocsr()
-            seen.eliminate_zeros()
-            mask_rows(ranking, seen)
+            seen = st.seen[np.maximum(rows, 0)]
+            counts = np.diff(seen.indptr) * known
+            if counts.any():
+                b_idx = np.repeat(np.arange(len(rows)), counts)
+                keep = np.repeat(known, np.diff(seen.indptr))
+                ranking[torch.from_numpy(b_idx), torch.from_numpy(seen.indices[keep].astype(np.int64))] = (
+                    float("-inf")
+                )
         n_items = len(self.catalog)
         k_eff = min(k, n_items)
         do_explore = cfg.explore_epsilon > 0 if explore is None else explore
         pool = 20 if do_explore else 0
         m = min(n_items, max(k_eff + pool, cfg.mmr_candidates if diversity > 0 else 0))
-        cand = topk_rows(ranking, m)
+        rel_t, cand_t = torch.topk(ranking, m, dim=1)
+        cand = cand_t.numpy()
         if diversity > 0:
-            rel = np.take_along_axis(ranking, cand, axis=1)
-            top = mmr_rerank(cand, rel, self.content_unit_, k_eff, diversity)
+            top = mmr_rerank(cand, rel_t.numpy(), self.content_unit_, k_eff, diversity)
         else:
             top = cand[:, :k_eff].copy()
         exp = np.zeros(len(rows), dtype=bool)
@@ -670,8 +762,15 @@ class Sona:
                     % tail.shape[1]
                 )
                 top[exp, -1] = tail[np.arange(len(tail)), pick]
-        valid = np.isfinite(np.take_along_axis(ranking, top, axis=1))
-        scores = self._calibrate(np.take_along_axis(fused, top, axis=1))
+        top_t = torch.from_numpy(top)
+        rank_vals = ranking.gather(1, top_t)
+        valid = torch.isfinite(rank_vals).numpy()
+        fused = rank_vals.double().numpy() + fz.offset[:, None]
+        if cold_block is not None:
+            cold_vals = cold_block.gather(1, top_t[cold_rows]).double().numpy()
+            fused[cold_rows] = cold_vals + fz.offset[cold_rows, None]
+        scores = self._calibrate(fused.astype(np.float32))
+        parts = fz.parts_at(top) if detail else {}
         top = np.where(valid, top, -1)
         return top, scores, cold, exp, parts
 
@@ -688,10 +787,11 @@ class Sona:
     ) -> pd.DataFrame:
         """Top-k for many users at once: a frame with ``user_id, rank, content_id, score``.
 
-        Scoring is vectorized over users (chunks of 1024); unknown users get
-        the cold-start list. ``explore=None`` follows ``config.explore_epsilon``.
-        Ranks start at 1. Fewer than k rows appear only when a user has
-        watched nearly the whole catalog.
+        Scoring is vectorized over users in chunks of up to 1,024, spread over
+        ``config.batch_workers`` threads (numpy, scipy and torch release the
+        GIL in the heavy parts); unknown users get the cold-start list.
+        ``explore=None`` follows ``config.explore_epsilon``. Ranks start at 1.
+        Fewer than k rows appear only when a user has watched nearly the whole catalog.
         """
         self._require_fitted()
         k = _check_k(k)
@@ -699,9 +799,16 @@ class Sona:
         ids = [
             str(u) for u in (user_ids.tolist() if isinstance(user_ids, np.ndarray | pd.Series) else user_ids)
         ]
-        frames = []
-        for lo in range(0, len(ids), _CHUNK):
-            chunk = ids[lo : lo + _CHUNK]
+        n_items = len(self.catalog)
+        workers = self._batch_workers(len(ids))
+        size = min(_CHUNK, -(-len(ids) // max(workers, 1))) if ids else 1
+        chunks = [ids[lo : lo + size] for lo in range(0, len(ids), size)]
+        local = threading.local()
+
+        def run(chunk: list[str]) -> pd.DataFrame:
+            scratch = getattr(local, "scratch", None)
+            if scratch is None:  # one reusable block per worker thread, not one per chunk
+                scratch = local.scratch = torch.empty((size, n_items), dtype=torch.float32)
             top, scores, *_ = self._rank(
                 chunk,
                 k,
@@ -710,19 +817,24 @@ class Sona:
                 context=context,
                 use_adapter=use_adapter,
                 explore=explore,
+                out=scratch,
             )
             kk = top.shape[1]
             ok = (top >= 0).ravel()
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "user_id": np.repeat(np.array(chunk, dtype=object), kk)[ok],
-                        "rank": np.tile(np.arange(1, kk + 1), len(chunk))[ok],
-                        "content_id": self.catalog.ids[np.maximum(top, 0).ravel()][ok],
-                        "score": scores.ravel()[ok].astype(np.float64),
-                    }
-                )
+            return pd.DataFrame(
+                {
+                    "user_id": np.repeat(np.array(chunk, dtype=object), kk)[ok],
+                    "rank": np.tile(np.arange(1, kk + 1), len(chunk))[ok],
+                    "content_id": self.catalog.ids[np.maximum(top, 0).ravel()][ok],
+                    "score": scores.ravel()[ok].astype(np.float64),
+                }
             )
+
+        if workers > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="sona-batch") as pool:
+                frames = list(pool.map(run, chunks))
+        else:
+            frames = [run(c) for c in chunks]
         if not frames:
             return pd.DataFrame({"user_id": [], "rank": [], "content_id": [], "score": []}).astype(
                 {"user_id": object, "rank": np.int64, "content_id": object, "score": np.float64}
@@ -772,20 +884,20 @@ class Sona:
             explore=explore,
             detail=True,
         )
-        items = top[0][top[0] >= 0]
-        sc = scores[0][top[0] >= 0]
+        ok = top[0] >= 0
+        items = top[0][ok]
+        sc = scores[0][ok]
         if cold[0]:
             return [self._cold_rec(int(i), float(s)) for i, s in zip(items, sc, strict=True)]
         names = [n for n in parts if n not in ("adapter_delta", "context")]
-        contrib = np.stack([parts[n][0, items] for n in names])  # (sources, k)
+        contrib = np.stack([parts[n][0][ok] for n in names])  # (sources, k)
         best = [names[j] for j in np.argmax(contrib, axis=0)]
-        recs = []
-        for pos, (i, s, src) in enumerate(zip(items, sc, best, strict=True)):
-            if exp[0] and pos == len(items) - 1:
-                recs.append(self._rec(uid, int(i), float(s), "explore"))
-            else:
-                recs.append(self._rec(uid, int(i), float(s), src))
-        return recs
+        if exp[0] and len(best):
+            best[-1] = "explore"
+        based = self._because(uid, items, best)
+        return [  # builds result objects, no math
+            self._rec(int(i), float(s), src, b) for i, s, src, b in zip(items, sc, best, based, strict=True)
+        ]
 
     def _cold_rec(self, item: int, score: float) -> Recommendation:
         it = self.catalog.item_at(item)
@@ -797,25 +909,32 @@ class Sona:
             explanation=f"Popular in {genre}",
         )
 
-    def _because(self, uid: str, item: int, source: str) -> tuple[ContentId, ...]:
-        """Up to three of the user's titles that most support ``item`` under ``source``."""
+    def _because(
+        self, uid: str, items: npt.NDArray[np.int64], sources: Sequence[str]
+    ) -> list[tuple[ContentId, ...]]:
+        """For each item, up to three of the user's titles that most support it under its source."""
+        out: list[tuple[ContentId, ...]] = [() for _ in sources]
         w = self.state_.weights[self.user_index_[uid]]
         hist, wv = w.indices, w.data
-        if len(hist) == 0:
-            return ()
-        if source == "collaborative":
-            col = self.collab_[hist, item]
-            sim = np.asarray(col.todense()).ravel() if sp.issparse(col) else np.asarray(col).ravel()
-        elif source == "graph" and self.graph_ is not None:
-            sim = np.asarray(self.graph_[hist, item].todense()).ravel()
-        else:
-            sim = self.content_unit_[hist] @ self.content_unit_[item]
-        support = sim * wv
-        order = np.argsort(-support, kind="stable")[:3]
-        order = order[support[order] > 0]
-        return tuple(ContentId(str(c)) for c in self.catalog.ids[hist[order]])
+        if len(hist) == 0 or len(items) == 0:
+            return out
+        items = np.asarray(items, dtype=np.int64)
+        content = (self.content_unit_[hist] @ self.content_unit_[items].T) * wv[:, None]  # (hist, k)
+        sims = {"content": content}
+        for name, mat in (("collaborative", self.collab_), ("graph", self.graph_)):
+            if mat is not None and name in sources:
+                sub = mat[hist][:, items]
+                sims[name] = (sub.toarray() if sp.issparse(sub) else np.asarray(sub)) * wv[:, None]
+        for j, src in enumerate(sources):
+            if src in ("popularity", "trending", "explore"):
+                continue
+            support = sims.get(src, content)[:, j]
+            order = np.argsort(-support, kind="stable")[:3]
+            order = order[support[order] > 0]
+            out[j] = tuple(ContentId(str(c)) for c in self.catalog.ids[hist[order]])
+        return out
 
-    def _rec(self, uid: str, item: int, score: float, source: str) -> Recommendation:
+    def _rec(self, item: int, score: float, source: str, based: tuple[ContentId, ...]) -> Recommendation:
         types: dict[str, RecommendationType] = {
             "collaborative": "collaborative",
             "tower": "personalized",
@@ -827,7 +946,6 @@ class Sona:
             "explore": "explore",
         }
         rtype = types.get(source, "personalized")
-        based = () if rtype in ("popular", "trending", "explore") else self._because(uid, item, source)
         it = self.catalog.item_at(item)
         if rtype == "explore":
             text = f"Something different: {it.title}"

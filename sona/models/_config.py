@@ -45,7 +45,10 @@ class SonaConfig:
     Run
         ``seed`` for all randomness; ``progress`` shows a tqdm bar during fit;
         ``train_threads`` torch threads while training (the tensors are small,
-        so more threads mostly spin; restored afterwards).
+        so more threads mostly spin; restored afterwards); ``batch_workers``
+        threads ``recommend_batch`` spreads its 1,024-user chunks over (0 = one
+        per CPU core). Each worker's torch ops use torch's own thread setting,
+        so with several workers ``torch.set_num_threads(1)`` avoids oversubscription.
     """
 
     dim: int = 64
@@ -81,6 +84,7 @@ class SonaConfig:
     seed: int = 0
     progress: bool = True
     train_threads: int = 1
+    batch_workers: int = 0
 
     def __post_init__(self) -> None:
         positive_int = (
@@ -95,7 +99,7 @@ class SonaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"SonaConfig.{name} must be an integer >= 1, got {v!r}")
-        for name in ("epochs", "dense_collab_max_items", "seed"):
+        for name in ("epochs", "dense_collab_max_items", "seed", "batch_workers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"SonaConfig.{name} must be an integer >= 0, got {v!r}")

@@ -1,0 +1,114 @@
+"""The engine's event history, appendable in time proportional to the new events.
+
+A sorted base frame (by ``user_id`` then ``timestamp``, stable) plus a short
+tuple of appended batches. ``observe`` only needs the touched users' events,
+which come from the base through a per-user row range and from the (bounded)
+appended batches through one filter; the full sorted frame is assembled
+lazily, when someone asks for it, and becomes the new base. Logs are
+immutable: ``append`` returns a new log sharing the base, so engine copies
+(``Sona.reweighted``) never see each other's later events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["EventLog"]
+
+_SORT = ["user_id", "timestamp"]
+_MAX_BATCHES = 8  # appended batches are merged beyond this, so a filter scans few frames
+_MIN_COMPACT = 50_000  # appended rows that trigger a merge into the base (or a quarter of it)
+
+
+class _Base:
+    """A sorted frame and its lazily built lookups (shared by every log derived from it)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._ranges: dict[str, tuple[int, int]] | None = None
+        self._ids: pd.Index | None = None
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        if self._ranges is None:
+            u = self.frame["user_id"].to_numpy()
+            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, np.int64)
+            ends = np.r_[starts[1:], len(u)].astype(np.int64)
+            self._ranges = dict(
+                zip(u[starts].tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True)
+            )
+        return self._ranges
+
+    def ids(self) -> pd.Index:
+        """The base's event ids as an index: its hash table is built once, then each lookup is O(new)."""
+        if self._ids is None:
+            self._ids = pd.Index(self.frame["event_id"].to_numpy(dtype=object))
+        return self._ids
+
+
+def _ranges_index(spans: Sequence[tuple[int, int]]) -> npt.NDArray[np.int64]:
+    """Concatenated ``arange(start, end)`` of each span, without a Python loop over rows."""
+    if not spans:
+        return np.zeros(0, dtype=np.int64)
+    se = np.asarray(spans, dtype=np.int64)
+    lens = se[:, 1] - se[:, 0]
+    shift = np.repeat(se[:, 0] - np.r_[0, np.cumsum(lens)[:-1]], lens)
+    return np.arange(int(lens.sum()), dtype=np.int64) + shift
+
+
+class EventLog:
+    """Immutable event history: ``frame()`` is every event sorted by user, then time (stable)."""
+
+    def __init__(
+        self, frame: pd.DataFrame, *, _base: _Base | None = None, _batches: tuple[pd.DataFrame, ...] = ()
+    ):
+        self._base = (
+            _base
+            if _base is not None
+            else _Base(frame.sort_values(_SORT, kind="stable").reset_index(drop=True))
+        )
+        self._batches = _batches
+
+    def __len__(self) -> int:
+        return len(self._base.frame) + sum(len(b) for b in self._batches)
+
+    def frame(self) -> pd.DataFrame:
+        """The whole history; merges appended batches into the base first (O(all events), then cached)."""
+        if self._batches:
+            merged = pd.concat([self._base.frame, *self._batches], ignore_index=True)
+            self._base = _Base(merged.sort_values(_SORT, kind="stable").reset_index(drop=True))
+            self._batches = ()
+        return self._base.frame
+
+    def unseen(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` without events whose ``event_id`` is already logged, and without repeats within it."""
+        ids = frame["event_id"]
+        fresh = pd.Series(self._base.ids().get_indexer(ids.to_numpy(dtype=object)) < 0, index=ids.index)
+        for b in self._batches:
+            fresh &= ~ids.isin(b["event_id"])
+        return frame[fresh.to_numpy()].drop_duplicates("event_id")
+
+    def append(self, frame: pd.DataFrame) -> EventLog:
+        """A new log with ``frame`` added (callers pass only :meth:`unseen` events)."""
+        batches = (*self._batches, frame.reset_index(drop=True))
+        if len(batches) > _MAX_BATCHES:
+            batches = (pd.concat(batches, ignore_index=True),)
+        log = EventLog(frame, _base=self._base, _batches=batches)
+        if sum(len(b) for b in batches) > max(_MIN_COMPACT, len(self._base.frame) // 4):
+            log.frame()  # amortized: the base at least grows by a quarter between merges
+        return log
+
+    def for_users(self, user_ids: Sequence[str]) -> pd.DataFrame:
+        """Events of ``user_ids``, sorted by user then time, as ``frame()`` would order them."""
+        ranges = self._base.ranges()
+        spans = [ranges[u] for u in dict.fromkeys(user_ids) if u in ranges]
+        part = self._base.frame.iloc[_ranges_index(sorted(spans))]
+        if not self._batches:
+            return part.reset_index(drop=True)
+        wanted = pd.Index(list(user_ids), dtype=object)
+        extra = [b[b["user_id"].isin(wanted).to_numpy()] for b in self._batches]
+        merged = pd.concat([part, *extra], ignore_index=True)
+        return merged.sort_values(_SORT, kind="stable").reset_index(drop=True)
