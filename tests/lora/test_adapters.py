@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import N_ITEMS, World
+from tests.lora.conftest import N_ITEMS, World
 from peft import PeftModel
 
 from sona.errors import ConfigError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import World
+from tests.lora.conftest import World
 
 from sona.errors import AdapterCorruptError, UnknownUserError
 from sona.lora import (
@@ -86,7 +86,7 @@ _CHILD = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {tests!r})
     import torch
-    from conftest import make_world
+    from tests.lora.conftest import make_world
     from sona.lora import DirectoryAdapterStore, UserAdapter, UserAdapterConfig
     cfg = UserAdapterConfig(storage_dtype="float32")
     world = make_world()
