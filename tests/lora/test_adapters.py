@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.lora.conftest import N_ITEMS, World
 from peft import PeftModel
 
 from sona.errors import ConfigError
@@ -20,6 +19,7 @@ from sona.lora import (
     train_batched,
     train_reference,
 )
+from tests.lora.conftest import N_ITEMS, World
 
 CFG = UserAdapterConfig(steps=20, lr=1e-2, min_interval_seconds=0)
 

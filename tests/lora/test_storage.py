@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.lora.conftest import World
 
 from sona.errors import AdapterCorruptError, UnknownUserError
 from sona.lora import (
@@ -25,6 +24,7 @@ from sona.lora import (
     UserAdapterConfig,
 )
 from sona.storage import Storage
+from tests.lora.conftest import World
 
 CFG = UserAdapterConfig(keep_versions=2, storage_dtype="float32")
 ROOT = Path(__file__).resolve().parents[2]
