@@ -10,13 +10,15 @@ and the timestamp of that observation), anything else changes nothing. So a
 session that is never closed still leaves its progress, and a replay after a
 crash writes nothing twice.
 
-The engine (``sona.Sona.observe``) ignores an ``event_id`` it has seen, so a
-row that later advances would stay frozen at its first value there. The sink
-therefore observes a session once, when it is final (session-ended, or a
-position update in state ``ended``), with the furthest progress stored. On its
-first batch for a user, the sink also observes the user's stored events (minus
-sessions still in progress in that batch), so an engine loaded from disk
-rebuilds the profile from the whole history rather than from this batch only.
+The engine follows the same rule: every inserted or advanced row of a batch
+is given, once, to ``sona.Sona.observe(..., on_conflict="max_progress")``,
+which replaces a stored event only when the new one is further along, so the
+touched users' profiles track sessions while they are still playing and a
+replay changes nothing. On its first batch for a user, the sink also observes
+the user's stored events, so an engine loaded from disk rebuilds the profile
+from the whole history rather than from this batch only; a row that storage
+already holds further along (written by another consumer, or a replay after
+a restart) is likewise taken from storage.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -56,7 +58,7 @@ SOURCE = "playback"
 class ProfileEngine(Protocol):
     """The part of ``sona.Sona`` the sink uses: incremental update and profile export."""
 
-    def observe(self, events: pd.DataFrame) -> object: ...
+    def observe(self, events: pd.DataFrame, *, on_conflict: Literal["ignore", "max_progress"]) -> object: ...
 
     def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]: ...
 
@@ -95,7 +97,7 @@ class BatchResult:
     inserted: int = 0
     advanced: int = 0
     unchanged: int = 0
-    #: Sessions that ended in this batch (observed by the engine, if there is one).
+    #: Sessions that ended in this batch.
     final: int = 0
     #: Users with an inserted or advanced row.
     users: tuple[str, ...] = ()
@@ -158,8 +160,8 @@ class EventSink:
         Where viewing events (and profiles) are written, idempotently.
     engine
         Optional ``sona.Sona`` (or anything with its ``observe``/``profiles``):
-        sessions that ended are observed and the touched users' profiles are
-        saved with ``Storage.save_profiles``.
+        inserted and advanced sessions are observed (``on_conflict="max_progress"``)
+        and the touched users' profiles are saved with ``Storage.save_profiles``.
     min_events, min_interval, min_completion
         Training thresholds: a user with at least ``min_events`` qualifying
         events (not dismissed, completion ≥ ``min_completion``) whose last
@@ -197,7 +199,7 @@ class EventSink:
         _metrics.EVENTS_WRITTEN.labels(result="advanced").inc(result.advanced)
         _metrics.EVENTS_WRITTEN.labels(result="unchanged").inc(result.duplicates)
         changed = views["event_id"].isin(result.inserted_event_ids + result.advanced_event_ids).to_numpy()
-        profiles = self._update_profiles(views, final, changed) if self.engine is not None else ()
+        profiles = self._update_profiles(views, changed) if self.engine is not None else ()
         return BatchResult(
             received=received,
             sessions=len(views),
@@ -210,23 +212,18 @@ class EventSink:
             queued_for_training=self._queue_for_training(views[changed]),
         )
 
-    def _update_profiles(
-        self, views: pd.DataFrame, final: npt.NDArray[np.bool_], changed: npt.NDArray[np.bool_]
-    ) -> tuple[str, ...]:
+    def _update_profiles(self, views: pd.DataFrame, changed: npt.NDArray[np.bool_]) -> tuple[str, ...]:
+        """Observe the batch's written rows (plus stored history the engine may lack); save profiles."""
         assert self.engine is not None
-        if not final.any():
-            return ()
-        done = views[final & changed]
-        stale = views[final & ~changed]  # stored further along already, or a replay: use what is stored
-        users = list(pd.unique(views.loc[final, "user_id"]))
+        stale = views[~changed]  # stored further along already, or a replay: use what is stored
+        users = list(pd.unique(views["user_id"]))
         fresh_users = [u for u in users if u not in self._hydrated]
         read = list(dict.fromkeys([*fresh_users, *pd.unique(stale["user_id"])]))
-        parts = [done]
+        parts = [views[changed]]
         if read:
             stored = self.storage.events_for_users(read)
-            in_progress = views.loc[~final, "event_id"]
-            hydrate = stored["user_id"].isin(fresh_users).to_numpy() & ~stored["event_id"].isin(in_progress)
-            parts.append(stored[hydrate | stored["event_id"].isin(stale["event_id"]).to_numpy()])
+            wanted = stored["user_id"].isin(fresh_users) | stored["event_id"].isin(stale["event_id"])
+            parts.append(stored[wanted.to_numpy()])
         observed = self._observe(pd.concat(parts, ignore_index=True))
         for u in users:
             self._hydrated[u] = None
@@ -241,10 +238,10 @@ class EventSink:
     def _observe(self, events: pd.DataFrame) -> tuple[str, ...]:
         """``engine.observe`` minus titles the engine's catalog lacks; returns the users observed."""
         assert self.engine is not None
-        events = events.drop_duplicates("event_id").reset_index(drop=True)
+        events = events.reset_index(drop=True)
         while not events.empty:
             try:
-                self.engine.observe(events)
+                self.engine.observe(events, on_conflict="max_progress")
             except UnknownContentError as exc:  # playback can name titles the model was not fitted on
                 log.info("not observing unknown titles %s", exc.content_ids)
                 events = events[~events["content_id"].isin(exc.content_ids)].reset_index(drop=True)

@@ -61,9 +61,9 @@ class _LockedEngine:
     engine: sona.Sona
     lock: threading.RLock
 
-    def observe(self, events: pd.DataFrame) -> object:
+    def observe(self, events: pd.DataFrame, *, on_conflict: sona.engine.OnConflict = "ignore") -> object:
         with self.lock:
-            return self.engine.observe(events)
+            return self.engine.observe(events, on_conflict=on_conflict)
 
     def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]:
         with self.lock:

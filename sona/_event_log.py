@@ -7,6 +7,11 @@ appended batches through one filter; the full sorted frame is assembled
 lazily, when someone asks for it, and becomes the new base. Logs are
 immutable: ``append`` returns a new log sharing the base, so engine copies
 (``Sona.reweighted``) never see each other's later events.
+
+An event whose stored row is replaced (``Sona.observe(on_conflict="max_progress")``)
+is appended again with the same ``event_id``: the last row of an id wins,
+base first, then the batches in order. Readers drop the older rows of such
+ids, so replacing a row costs the same as appending one.
 """
 
 from __future__ import annotations
@@ -63,7 +68,12 @@ class EventLog:
     """Immutable event history: ``frame()`` is every event sorted by user, then time (stable)."""
 
     def __init__(
-        self, frame: pd.DataFrame, *, _base: _Base | None = None, _batches: tuple[pd.DataFrame, ...] = ()
+        self,
+        frame: pd.DataFrame,
+        *,
+        _base: _Base | None = None,
+        _batches: tuple[pd.DataFrame, ...] = (),
+        _replaced: int = 0,
     ):
         self._base = (
             _base
@@ -71,17 +81,33 @@ class EventLog:
             else _Base(frame.sort_values(_SORT, kind="stable").reset_index(drop=True))
         )
         self._batches = _batches
+        self._replaced = _replaced  # appended rows that supersede an older row of their id
 
     def __len__(self) -> int:
-        return len(self._base.frame) + sum(len(b) for b in self._batches)
+        return len(self._base.frame) + sum(len(b) for b in self._batches) - self._replaced
 
     def frame(self) -> pd.DataFrame:
         """The whole history; merges appended batches into the base first (O(all events), then cached)."""
         if self._batches:
-            merged = pd.concat([self._base.frame, *self._batches], ignore_index=True)
+            merged = self._latest(pd.concat([self._base.frame, *self._batches], ignore_index=True))
             self._base = _Base(merged.sort_values(_SORT, kind="stable").reset_index(drop=True))
             self._batches = ()
+            self._replaced = 0
         return self._base.frame
+
+    def _latest(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (in log order) keeping only the last row of each id, when any row was replaced."""
+        if not self._replaced:
+            return frame
+        return frame.drop_duplicates("event_id", keep="last")
+
+    def stored(self, event_ids: pd.Series) -> pd.DataFrame:
+        """The current rows of those ``event_ids`` that are logged (last write wins), in any order."""
+        ids = event_ids.to_numpy(dtype=object)
+        at = self._base.ids().get_indexer(ids)
+        parts = [self._base.frame.iloc[at[at >= 0]]]
+        parts += [b[b["event_id"].isin(ids).to_numpy()] for b in self._batches]
+        return pd.concat(parts, ignore_index=True).drop_duplicates("event_id", keep="last")
 
     def unseen(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` without events whose ``event_id`` is already logged, and without repeats within it."""
@@ -91,12 +117,16 @@ class EventLog:
             fresh &= ~ids.isin(b["event_id"])
         return frame[fresh.to_numpy()].drop_duplicates("event_id")
 
-    def append(self, frame: pd.DataFrame) -> EventLog:
-        """A new log with ``frame`` added (callers pass only :meth:`unseen` events)."""
+    def append(self, frame: pd.DataFrame, *, replaced: int = 0) -> EventLog:
+        """A new log with ``frame`` added.
+
+        Callers pass :meth:`unseen` events, plus ``replaced`` rows (distinct
+        ids, each logged already) that supersede their stored row.
+        """
         batches = (*self._batches, frame.reset_index(drop=True))
         if len(batches) > _MAX_BATCHES:
             batches = (pd.concat(batches, ignore_index=True),)
-        log = EventLog(frame, _base=self._base, _batches=batches)
+        log = EventLog(frame, _base=self._base, _batches=batches, _replaced=self._replaced + replaced)
         if sum(len(b) for b in batches) > max(_MIN_COMPACT, len(self._base.frame) // 4):
             log.frame()  # amortized: the base at least grows by a quarter between merges
         return log
@@ -110,5 +140,5 @@ class EventLog:
             return part.reset_index(drop=True)
         wanted = pd.Index(list(user_ids), dtype=object)
         extra = [b[b["user_id"].isin(wanted).to_numpy()] for b in self._batches]
-        merged = pd.concat([part, *extra], ignore_index=True)
+        merged = self._latest(pd.concat([part, *extra], ignore_index=True))
         return merged.sort_values(_SORT, kind="stable").reset_index(drop=True)

@@ -28,6 +28,9 @@ LoRA hooks (``sona.lora`` builds on these; nothing here imports it eagerly):
   ``fc2`` are the adapter targets.
 - ``tower_inputs(user_ids, context)``: the exact (batch, in_dim) tensor the
   tower sees for those users, from their current profiles.
+- ``training_view(events, user_ids)``: the same tower inputs and the fused
+  score of every other source, for profiles built from only ``events`` (an
+  older part of each user's history), as a :class:`~sona.models.TrainingView`.
 - ``user_history(user_id)`` and ``interactions(user_ids)``: the events and the
   engagement-weight rows adapters train on; ``item_index(content_ids)`` maps ids.
 - ``train_adapters(user_ids, **kwargs)`` forwards to ``sona.lora.train_adapters``.
@@ -46,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +90,7 @@ from sona.models import (
     FusionWeights,
     ItemTables,
     TowerScorer,
+    TrainingView,
     UserTower,
     ease_weights,
     itemknn_weights,
@@ -100,6 +104,8 @@ from sona.profile import UserProfile
 __all__ = ["Recommendation", "Sona", "SonaConfig"]
 
 Context = Mapping[str, str]
+#: What ``observe`` does with an ``event_id`` it already has.
+OnConflict = Literal["ignore", "max_progress"]
 
 #: Sources standardized per user, with their config weight and recommendation type.
 _USER_SOURCES: tuple[tuple[str, str, RecommendationType], ...] = (
@@ -118,6 +124,9 @@ _Ranked = tuple[
     dict[str, npt.NDArray[np.float32]],
 ]
 _CHUNK = 1024
+_VIEW_COLUMNS = ("completion_rate", "rating", "dismissed")
+#: Columns a further-along observation of a stored event replaces (``observe(on_conflict="max_progress")``).
+_PROGRESS = ("completion_rate", "watch_seconds", "timestamp")
 
 
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -351,23 +360,43 @@ class Sona:
         if not hasattr(self, "state_"):
             raise NotFittedError("this Sona engine is not fitted yet; call fit(events) first")
 
-    def observe(self, events: pd.DataFrame | Sequence[ViewingEvent]) -> Self:
+    def observe(
+        self, events: pd.DataFrame | Sequence[ViewingEvent], *, on_conflict: OnConflict = "ignore"
+    ) -> Self:
         """Add events for known or new users; only their profile rows are recomputed.
 
         The shared model (embeddings, tower, item-item weights) is not retrained.
-        Events whose ``event_id`` was already seen are ignored, so replays are safe.
+
+        Parameters
+        ----------
+        on_conflict
+            What an ``event_id`` the engine already has does. ``"ignore"``
+            (default): nothing, so replays are safe. ``"max_progress"``: for
+            events that grow while they are observed (a playback session), the
+            stored event takes the new ``completion_rate``, ``watch_seconds``
+            and ``timestamp`` when the new one is further along
+            (``(completion_rate, watch_seconds)`` compared in that order), and
+            its user's profile is recomputed; an equal or lower one changes
+            nothing, so replays stay safe. Same rule as
+            ``Storage.add_events(on_conflict="max_progress")``.
 
         Raises
         ------
-        NotFittedError, DataError, UnknownContentError
+        NotFittedError, DataError, UnknownContentError, ConfigError (bad ``on_conflict``)
         """
         self._require_fitted()
+        if on_conflict not in ("ignore", "max_progress"):
+            raise ConfigError(f"on_conflict must be 'ignore' or 'max_progress', got {on_conflict!r}")
         frame = _as_frame(events, allow_empty=True)
         if len(frame) == 0:
             return self
         self._item_positions(frame)
         log = self._log()
-        frame = log.unseen(frame)
+        replaced = 0
+        if on_conflict == "max_progress":
+            frame, replaced = self._progressed(log, frame)
+        else:
+            frame = log.unseen(frame)
         if len(frame) == 0:
             return self
         new_users = sorted(set(frame["user_id"].unique()) - set(self.user_index_))
@@ -375,10 +404,32 @@ class Sona:
             self.users_ = np.concatenate([self.users_, np.array(new_users, dtype=object)])
             base = len(self.user_index_)
             self.user_index_.update({u: base + i for i, u in enumerate(new_users)})
-        self.__dict__["_log_"] = log.append(frame)
+        self.__dict__["_log_"] = log.append(frame, replaced=replaced)
         touched = np.array(sorted(self.user_index_[u] for u in frame["user_id"].unique()), dtype=np.int64)
         self._refresh_users(touched)
         return self
+
+    @staticmethod
+    def _progressed(log: EventLog, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        """Rows to append for ``max_progress``: unseen events, then advanced stored rows (and their count).
+
+        Within ``frame`` an id keeps its furthest record. An advanced row is the
+        stored row with the new progress columns, so it keeps its user and title.
+        """
+        frame = frame.sort_values(["completion_rate", "watch_seconds"], ascending=False, kind="stable")
+        frame = frame.drop_duplicates("event_id").sort_index()
+        stored = log.stored(frame["event_id"]).set_index("event_id", drop=False)
+        known = frame["event_id"].isin(stored.index).to_numpy()
+        seen = frame[known]
+        old = stored.loc[seen["event_id"].to_numpy()]
+        c_new, c_old = seen["completion_rate"].to_numpy(), old["completion_rate"].to_numpy()
+        w_new, w_old = seen["watch_seconds"].to_numpy(), old["watch_seconds"].to_numpy()
+        ahead = (c_new > c_old) | ((c_new == c_old) & (w_new > w_old))
+        moved = old[ahead].reset_index(drop=True)
+        for col in _PROGRESS:
+            moved[col] = seen[col].array[ahead]
+        fresh = frame[~known]
+        return pd.concat([fresh, moved], ignore_index=True), len(moved)
 
     def _log(self) -> EventLog:
         log = self.__dict__.get("_log_")
@@ -510,6 +561,60 @@ class Sona:
         self._require_fitted()
         rows = self._rows(list(user_ids))
         return torch.from_numpy(self._tower_inputs_rows(rows, context))
+
+    def training_view(
+        self, events: pd.DataFrame, user_ids: Sequence[str], *, fixed: bool = True
+    ) -> TrainingView:
+        """The served ranking's inputs for ``user_ids`` as if ``events`` were their whole history.
+
+        Learners of the tower (per-user LoRA adapters) train on an older part of
+        a user's history and check themselves on a later part. This builds
+        profiles from exactly ``events`` (the engine's own state is untouched)
+        and returns the tower inputs and, with ``fixed``, the fused score of
+        every other source, computed by the same fusion that serves
+        ``recommend``: ``view.served(tower_logits)`` is the served fused score.
+
+        Parameters
+        ----------
+        events
+            Rows with ``user_id``, ``content_id``, ``timestamp``,
+            ``completion_rate``, ``rating`` and ``dismissed``; rows of other
+            users are ignored. A user without rows gets an empty-history profile.
+        user_ids
+            Row order of the result.
+        fixed
+            Also compute ``fixed_scores`` (n_users, n_items); False skips that work.
+
+        Raises
+        ------
+        NotFittedError, DataError (missing columns), UnknownContentError
+        """
+        self._require_fitted()
+        missing = sorted({"user_id", "content_id", "timestamp", *_VIEW_COLUMNS} - set(events.columns))
+        if missing:
+            raise DataError(f"training_view needs event columns {missing}")
+        users = [str(u) for u in user_ids]
+        pos = pd.Index(users, dtype=object).get_indexer(events["user_id"].astype(str))
+        ev = events.loc[pos >= 0].reset_index(drop=True)
+        arrays = self._arrays(ev, pos[pos >= 0], self._item_positions(ev))
+        st = self._profiles(arrays, len(users), self.content_embeddings_)
+        x = np.hstack([st.preference, side_features(st.hourly, st.recency)]).astype(np.float32)
+        scores = None
+        if fixed:
+            fz = self._item_tables().fuse(
+                tower_user=None,
+                preference=st.preference.astype(np.float32),
+                genre_affinity=st.genre_affinity.astype(np.float32),
+                interactions=st.weights,
+                weights=self._fusion_weights(),
+            )
+            scores = fz.block.add_(torch.from_numpy(fz.offset.astype(np.float32))[:, None])
+        return TrainingView(
+            user_ids=users,
+            tower_inputs=torch.from_numpy(x),
+            fixed_scores=scores,
+            tower_weight=float(self.config.w_tower),
+        )
 
     def _tower_inputs_rows(
         self, rows: npt.NDArray[np.int64], context: Context | None

@@ -1,6 +1,6 @@
 """Adapters on a fitted :class:`sona.Sona` engine: batch training and the single-user update.
 
-The engine exposes the hooks (``scorer_``, ``history_``, ``tower_inputs``,
+The engine exposes the hooks (``scorer_``, ``history_``, ``training_view``,
 ``adapters_``); this module turns its event history into training data and
 attaches a :class:`~sona.lora.model.UserAdapter` as ``engine.adapters_`` so
 ``recommend``/``score`` use it (``use_adapter=False`` gives the base model).
@@ -11,20 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
 from sona.errors import ConfigError, NotFittedError
-from sona.features import engagement_weight, side_features
+from sona.features import engagement_weight
 from sona.lora._data import InputBuilder
 from sona.lora._store import AdapterStore
 from sona.lora._summary import AdapterTrainingSummary
 from sona.lora.config import UserAdapterConfig
 from sona.lora.model import TrainMethod, UserAdapter
-from sona.models import standardize_rows
 
 if TYPE_CHECKING:
     from sona.engine import Sona
@@ -85,47 +81,18 @@ def engine_events(engine: Sona, user_ids: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def _fixed_sources(engine: Sona, st: Any) -> npt.NDArray[np.float32]:
-    """The engine's fused score without the tower, for profile state ``st`` (mirrors ``Sona._blocks``)."""
-    cfg = engine.config
-    n = st.preference.shape[0]
-    out = np.zeros((n, len(engine.catalog)), dtype=np.float32)
-    if cfg.w_collaborative:
-        raw = st.weights @ engine.collab_
-        raw = raw.toarray() if sp.issparse(raw) else np.asarray(raw)
-        out += cfg.w_collaborative * standardize_rows(raw.astype(np.float32))
-    if cfg.w_content:
-        out += cfg.w_content * standardize_rows(st.preference @ engine.content_unit_.T)
-    if cfg.w_graph and engine.graph_ is not None:
-        out += cfg.w_graph * standardize_rows((st.weights @ engine.graph_).toarray().astype(np.float32))
-    if cfg.w_genre:
-        g = np.asarray(engine.genre_mean_matrix_ @ st.genre_affinity.T).T
-        out += cfg.w_genre * standardize_rows(g.astype(np.float32))
-    if cfg.w_popularity:
-        out += cfg.w_popularity * engine.popularity_
-    if cfg.w_trending:
-        out += cfg.w_trending * engine.trending_
-    return out
-
-
 def engine_inputs(engine: Sona, *, fused: bool = True) -> InputBuilder:
-    """Tower inputs from any subset of events, built exactly as the engine builds profiles.
+    """Tower inputs from any subset of events, built by :meth:`sona.Sona.training_view`.
 
     With ``fused`` it also returns the engine's other score sources for those
     profiles, so adapters train on (and are accepted by) the ranking that is served.
     """
 
     def build(events: pd.DataFrame, user_ids: list[str]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        ev = events.reset_index(drop=True)
-        pos = pd.Index(user_ids, dtype=object).get_indexer(ev["user_id"])
-        arrays = engine._arrays(ev, pos, ev["item"].to_numpy(dtype=np.int64))
-        st = engine._profiles(arrays, len(user_ids), engine.content_embeddings_)
-        x = torch.from_numpy(
-            np.hstack([st.preference, side_features(st.hourly, st.recency)]).astype(np.float32)
-        )
-        if not fused:
-            return x
-        return x, torch.from_numpy(_fixed_sources(engine, st))
+        view = engine.training_view(events, user_ids, fixed=fused)
+        if view.fixed_scores is None:
+            return view.tower_inputs
+        return view.tower_inputs, view.fixed_scores
 
     return build
 

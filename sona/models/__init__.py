@@ -1,7 +1,7 @@
 """Models: the shared base model, its user tower, item-item weights and ranking primitives."""
 
 from sona.models._base_model import BaseModelParams, TrainedBase, train_base_model
-from sona.models._fusion import FusedBatch, FusionWeights, ItemTables
+from sona.models._fusion import FusedBatch, FusionWeights, ItemTables, TrainingView
 from sona.models._item_item import ease_weights, itemknn_weights
 from sona.models._ranking import mask_rows, mmr_rerank, standardize_rows, topk_rows
 from sona.models._tower import LORA_TARGET_MODULES, TowerScorer, UserTower
@@ -16,6 +16,7 @@ __all__ = [
     "Recommender",
     "TowerScorer",
     "TrainedBase",
+    "TrainingView",
     "UserTower",
     "ease_weights",
     "itemknn_weights",

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import torch
 
-__all__ = ["FusedBatch", "FusionWeights", "ItemTables"]
+__all__ = ["FusedBatch", "FusionWeights", "ItemTables", "TrainingView"]
 
 _EPS = 1e-6  # the sd floor of ``standardize_rows``
 _DENSE = ("tower", "content", "genre_affinity")
@@ -345,3 +345,40 @@ class FusedBatch:
         else:
             out["context"] = np.zeros_like(tower)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingView:
+    """What the served ranking sees for some users, given only some of their events.
+
+    Built by :meth:`sona.Sona.training_view`, so a learner of the tower (the
+    per-user LoRA adapters) trains on exactly the ranking that is served,
+    without rebuilding profiles or score sources itself.
+
+    Attributes
+    ----------
+    user_ids
+        Row order of both tensors.
+    tower_inputs
+        (n_users, in_dim) float32 input of the user tower.
+    fixed_scores
+        (n_users, n_items) float32 fused score of every source except the tower
+        (no request context), or None when the view was asked without it.
+    tower_weight
+        Weight of the per-user z-scored tower logits in the fused score.
+    """
+
+    user_ids: list[str]
+    tower_inputs: torch.Tensor
+    fixed_scores: torch.Tensor | None
+    tower_weight: float
+
+    def served(self, tower_logits: torch.Tensor) -> torch.Tensor:
+        """The fused score around ``tower_logits`` (n_users, n_items): ``fixed + w_tower * z(logits)``.
+
+        Differentiable in ``tower_logits``. Without ``fixed_scores`` the logits
+        are returned unchanged (the tower alone ranks).
+        """
+        if self.fixed_scores is None:
+            return tower_logits
+        return self.fixed_scores + self.tower_weight * _standardize(tower_logits)

@@ -80,6 +80,7 @@ async def test_end_to_end_through_kafka_writes_each_session_once_and_moves_the_p
     storage = Storage(database_url)
     storage.upgrade()
     before = engine.profile("u1")
+    before_u2 = engine.profile("u2")
     genre, (t1, t2) = weak_genre_titles(engine, "u1")
     producer = KafkaEventProducer(brokers, topics, partitions=2)
     async with running_app(redis_client, producer, SyncNotifier(None), namespace) as (_, client):
@@ -108,7 +109,9 @@ async def test_end_to_end_through_kafka_writes_each_session_once_and_moves_the_p
         await consumer.stop()
     assert _rows(storage) == expected
     profiles = storage.load_profiles()
-    assert set(profiles) == {"u1"}  # u2's session has not ended: no profile change yet
+    assert set(profiles) == {"u1", "u2"}  # u2's open session is observed with its progress so far
+    assert profiles["u2"].interaction_count == before_u2.interaction_count  # 5%: not qualifying yet
+    assert engine.user_history("u2")["event_id"].eq(viewing_event_id(s3)).any()
     after = profiles["u1"]
     assert after.interaction_count == before.interaction_count + 2
     assert after.genre_affinities[genre] > before.genre_affinities[genre]

@@ -169,7 +169,7 @@ def test_decode_batch_matches_the_models_and_their_poison_reasons() -> None:
     assert list(batch.frame["final"]) == [False, True, True, False]
 
 
-def test_sink_updates_profiles_once_per_ended_session(sqlite_url: str, engine_dir: Path) -> None:
+def test_sink_updates_profiles_as_sessions_progress(sqlite_url: str, engine_dir: Path) -> None:
     storage = Storage(sqlite_url)
     storage.upgrade()
     engine = Sona.load(engine_dir)
@@ -178,27 +178,37 @@ def test_sink_updates_profiles_once_per_ended_session(sqlite_url: str, engine_di
     sink = EventSink(storage, engine)
 
     progress = sink.handle([update("p1", "u0", t1, 50), update("p2", "new-user", t1, 90)])
-    assert progress.profiles == () and storage.load_profiles() == {}  # nothing ended yet
-    ended_ = sink.handle(
-        [update("p1", "u0", t1, 90), ended("p1", "u0", t1, 80), ended("p9", "u0", "not-a-title", 90)]
-    )
-    assert ended_.profiles == ("u0",)
+    assert set(progress.profiles) == {"u0", "new-user"}  # still playing, already in the profiles
+    first = storage.load_profile("u0")
+    assert first is not None and first.interaction_count == before.interaction_count + 1
+    assert first.genre_affinities[genre] > before.genre_affinities[genre]
+
+    batch = [update("p1", "u0", t1, 90), ended("p1", "u0", t1, 80), ended("p9", "u0", "not-a-title", 90)]
+    ended_ = sink.handle(batch)
+    assert ended_.profiles == ("u0",) and ended_.advanced == 1
     saved = storage.load_profile("u0")
     assert saved is not None
-    assert saved.interaction_count == before.interaction_count + 1
-    assert saved.genre_affinities[genre] > before.genre_affinities[genre]
-    assert not np.allclose(saved.preference_vector, before.preference_vector)
+    assert saved.interaction_count == before.interaction_count + 1  # the same session, further along
+    assert saved.genre_affinities[genre] > first.genre_affinities[genre]
+    assert not np.allclose(saved.preference_vector, first.preference_vector)
+    row = engine.user_history("u0").set_index("event_id").loc[viewing_event_id("p1")]
+    assert row["completion_rate"] == pytest.approx(0.9)
 
-    # A replay, and the row advancing further, do not count the session twice.
-    sink.handle([update("p1", "u0", t1, 95), ended("p1", "u0", t1, 95)])
-    assert storage.load_profile("u0").interaction_count == before.interaction_count + 1  # type: ignore[union-attr]
+    # A replay changes nothing.
+    sink.handle(batch)
+    again = storage.load_profile("u0")
+    assert again is not None and again.interaction_count == saved.interaction_count
+    np.testing.assert_array_equal(again.preference_vector, saved.preference_vector)
 
     # A restarted consumer (engine from disk, new sink) starts from the user's stored history.
-    restarted = EventSink(storage, Sona.load(engine_dir))
+    restarted_engine = Sona.load(engine_dir)
+    restarted = EventSink(storage, restarted_engine)
     restarted.handle([ended("p3", "u0", t2, 100)])
     after = storage.load_profile("u0")
     assert after is not None and after.interaction_count == before.interaction_count + 2
     assert after.genre_affinities[genre] > saved.genre_affinities[genre]
+    history = restarted_engine.user_history("u0").set_index("event_id")
+    assert history.loc[viewing_event_id("p1"), "completion_rate"] == pytest.approx(0.9)
     storage.dispose()
 
 
