@@ -1,12 +1,24 @@
-"""Ranking primitives over (batch, n_items) score arrays: standardize, top-k, MMR."""
+"""Ranking primitives over (batch, n_items) score arrays: standardize, mask, top-k, MMR, exploration."""
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+import torch
 
-__all__ = ["mask_rows", "mmr_rerank", "standardize_rows", "topk_rows"]
+__all__ = [
+    "explore_mask",
+    "explore_picks",
+    "mask_rows",
+    "mmr_rerank",
+    "select_top",
+    "standardize_rows",
+    "topk_rows",
+]
 
 
 def standardize_rows(s: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -16,10 +28,13 @@ def standardize_rows(s: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return ((s - mu) / np.maximum(sd, 1e-6)).astype(np.float32)
 
 
-def mask_rows(s: npt.NDArray[np.float32], seen: sp.csr_matrix, value: float = -np.inf) -> None:
-    """Set ``s[b, j] = value`` for every stored entry ``(b, j)`` of ``seen`` (in place)."""
+def mask_rows(s: npt.NDArray[np.float32] | torch.Tensor, seen: sp.csr_matrix, value: float = -np.inf) -> None:
+    """Set ``s[b, j] = value`` for every stored entry ``(b, j)`` of ``seen`` (in place; numpy or torch)."""
     rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    s[rows, seen.indices] = value
+    if isinstance(s, torch.Tensor):
+        s[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = float(value)
+    else:
+        s[rows, seen.indices] = value
 
 
 def topk_rows(s: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
@@ -71,3 +86,59 @@ def mmr_rerank(
         taken[ar, j] = True
         maxsim = np.maximum(maxsim, sim[ar, j, :])
     return np.take_along_axis(candidates, picked, axis=1)
+
+
+def _unit_hash(text: str, digest_size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=digest_size).digest(), "big")
+
+
+def explore_mask(
+    user_ids: Sequence[str],
+    n_events: npt.NDArray[np.int64],
+    *,
+    seed: int,
+    epsilon: float,
+    halflife: float,
+) -> npt.NDArray[np.bool_]:
+    """Which users get an exploration slot: deterministic per-(user, history length) coin flips.
+
+    The chance ``epsilon * 0.5 ** (n_events / halflife)`` decays as a user's
+    history grows; hashing instead of an rng keeps one request reproducible.
+    """
+    eps = epsilon * np.power(0.5, n_events / halflife)
+    draws = np.array(
+        [_unit_hash(f"{seed}|{u}|{c}", 8) / 2.0**64 for u, c in zip(user_ids, n_events, strict=True)]
+    )
+    return draws < eps
+
+
+def explore_picks(user_ids: Sequence[str], *, seed: int, width: int) -> npt.NDArray[np.int64]:
+    """Per user, a fixed position in ``[0, width)`` of the candidates below the top k to explore."""
+    return np.array([_unit_hash(f"x{seed}|{u}", 4) for u in user_ids], dtype=np.int64) % width
+
+
+def select_top(
+    ranking: torch.Tensor,
+    k: int,
+    *,
+    diversity: float,
+    mmr_candidates: int,
+    explore_pool: int,
+    item_vectors: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(batch, k) top positions of ``ranking`` and the (batch, m) candidates they came from.
+
+    With ``diversity > 0`` the top ``mmr_candidates`` are re-ranked by
+    :func:`mmr_rerank`; ``explore_pool`` extra candidates are kept for an
+    exploration slot (see :func:`explore_picks`).
+    """
+    n_items = ranking.shape[1]
+    k_eff = min(k, n_items)
+    m = min(n_items, max(k_eff + explore_pool, mmr_candidates if diversity > 0 else 0))
+    rel_t, cand_t = torch.topk(ranking, m, dim=1)
+    cand = cand_t.numpy()
+    if diversity > 0:
+        top = mmr_rerank(cand, rel_t.numpy(), item_vectors, k_eff, diversity)
+    else:
+        top = cand[:, :k_eff].copy()
+    return top, cand
