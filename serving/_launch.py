@@ -34,13 +34,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def serve(
-    env: Mapping[str, str], *, host: str = "127.0.0.1", port: int | None = None, timeout: float = 180.0
+    env: Mapping[str, str],
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 180.0,
+    service: str = SERVICE,
+    ready_path: str = "/ready",
 ) -> Iterator[str]:
     """Run the service until the block ends; yields its base URL.
 
     ``env`` is added to the current environment (``JWT_SECRET``,
-    ``DATABASE_URL``, ``SONA_MODEL_DIR``, ...). Raises ``RuntimeError`` with the
-    server's log tail if it exits or is not ready within ``timeout`` seconds.
+    ``DATABASE_URL``, ``SONA_MODEL_DIR``, ...). ``service`` is the BentoML import
+    path (default: the SONA service) and ``ready_path`` the URL polled until it
+    answers 200 (BentoML's own ``/readyz`` for services without a ``/ready`` route).
+    Raises ``RuntimeError`` with the server's log tail if it exits or is not ready
+    within ``timeout`` seconds.
     """
     port = port or free_port(host)
     full_env = {
@@ -51,14 +60,14 @@ def serve(
         **env,
     }
     bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port)]
+    cmd = [str(bentoml), "serve", service, "--host", host, "--port", str(port)]
     with tempfile.TemporaryFile(mode="w+b") as log:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         base = f"http://{host}:{port}"
         try:
-            _wait_ready(proc, base, timeout, log)
+            _wait_ready(proc, base, timeout, log, ready_path)
             yield base
         finally:
             _stop(proc)
@@ -69,13 +78,15 @@ def _tail(log: object) -> str:
     return log.read().decode(errors="replace")[-4000:]  # type: ignore[attr-defined]
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float, log: object) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], base: str, timeout: float, log: object, ready_path: str = "/ready"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{_tail(log)}")
         try:
-            if httpx.get(f"{base}/ready", timeout=2.0).status_code == 200:
+            if httpx.get(f"{base}{ready_path}", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -5,6 +5,11 @@ anonymous; a bad token is a 401, never a silent downgrade), calls
 :meth:`sona.search.SearchIndex.search` once and serializes the page. The FastAPI
 app is built by :func:`create_app` so tests run it in-process; :class:`Discovery`
 is the BentoML service that mounts it.
+
+The app is mounted directly (no shell app around it), so ``/docs`` and
+``/openapi.json`` are the Discovery API's own, not an empty shell's. Readiness is
+BentoML's ``/readyz`` (through ``__is_ready__``): a ``/ready`` route here would
+collide with the SONA service's when the gateway composes both apps.
 """
 
 from __future__ import annotations
@@ -250,3 +255,6 @@ class Discovery:
         configure(
             app, index=self.index, jwt_secret=resolve_jwt_secret(settings), catalog_loader=_load_catalog
         )
+
+    def __is_ready__(self) -> bool:
+        return getattr(app.state, "search_index", None) is not None

@@ -279,7 +279,7 @@ async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-_shell = FastAPI(lifespan=_inner_lifespan)
+_shell = FastAPI(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @bentoml.service(name="playback", traffic={"timeout": 10})

@@ -1,15 +1,18 @@
-"""Hybrid catalog search: BM25 + sentence embeddings fused by weighted RRF, personalized by sona.
+"""Hybrid catalog search: BM25 + title trigrams + sentence embeddings fused by weighted RRF,
+personalized by sona.
 
 Pure library (no web imports); ``serving.discovery`` puts HTTP in front of it.
 """
 
 from sona.search._config import DEFAULT_VARIANTS, SearchConfig
-from sona.search._embedder import Embedder, MiniLMEmbedder, minilm_model_path
+from sona.search._embedder import Embedder, MiniLMEmbedder, QueryVectorCache, encode_query, minilm_model_path
 from sona.search._filters import CONTENT_RATINGS, SearchFilters, filter_mask
 from sona.search._fusion import minmax, top_k, weighted_rrf
 from sona.search._index import MAX_PAGE_SIZE, SearchIndex, embedding_text, keyword_text
 from sona.search._personalize import GenreAffinityPersonalizer, Personalizer
 from sona.search._results import Facets, SearchHit, SearchPage
+from sona.search._trigrams import TrigramIndex, char_trigrams
+from sona.search._vectors import VectorSearch, hnswlib_available
 
 __all__ = [
     "CONTENT_RATINGS",
@@ -20,13 +23,19 @@ __all__ = [
     "GenreAffinityPersonalizer",
     "MiniLMEmbedder",
     "Personalizer",
+    "QueryVectorCache",
     "SearchConfig",
     "SearchFilters",
     "SearchHit",
     "SearchIndex",
     "SearchPage",
+    "TrigramIndex",
+    "VectorSearch",
+    "char_trigrams",
     "embedding_text",
+    "encode_query",
     "filter_mask",
+    "hnswlib_available",
     "keyword_text",
     "minilm_model_path",
     "minmax",

@@ -1,4 +1,4 @@
-"""The hybrid search index: BM25 (bm25s) + embeddings, fused by weighted RRF.
+"""The hybrid search index: BM25 (bm25s) + title trigrams + embeddings, fused by weighted RRF.
 
 All learned state lives in one immutable :class:`_IndexState`; ``fit`` and
 ``refresh`` build a new one and swap a single attribute, so a search running
@@ -19,11 +19,13 @@ import pandas as pd
 from sona.catalog import Catalog, ContentItem
 from sona.errors import ConfigError, DataError, NotFittedError, UnknownUserError, ValidationError
 from sona.search._config import SearchConfig
-from sona.search._embedder import Embedder
+from sona.search._embedder import Embedder, QueryVectorCache
 from sona.search._filters import CatalogArrays, SearchFilters, filter_mask
 from sona.search._fusion import minmax, top_k, weighted_rrf
 from sona.search._personalize import Personalizer
 from sona.search._results import Facets, SearchHit, SearchPage
+from sona.search._trigrams import TrigramIndex
+from sona.search._vectors import VectorSearch
 
 if TYPE_CHECKING:
     import bm25s
@@ -65,8 +67,14 @@ class _IndexState:
     arrays: CatalogArrays
     tokenizer: bm25s.tokenization.Tokenizer | None
     bm25: bm25s.BM25 | None
-    vectors: npt.NDArray[np.float32] | None  # (n_items, dim), rows L2-normalized
+    trigrams: TrigramIndex | None
+    vector_search: VectorSearch | None
     embed_texts: npt.NDArray[np.object_]
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32] | None:
+        """Title vectors ``(n_items, dim)``, rows L2-normalized; ``None`` without the semantic signal."""
+        return self.vector_search.vectors if self.vector_search is not None else None
 
 
 class SearchIndex:
@@ -105,6 +113,7 @@ class SearchIndex:
         a cache or sona's content tower); otherwise the embedder encodes every title.
         """
         self.state_ = self._build(catalog, item_vectors, previous=None)
+        self.query_cache_ = QueryVectorCache(self.config.query_cache_size)
         return self
 
     def refresh(self, catalog: Catalog) -> SearchIndex:
@@ -114,6 +123,8 @@ class SearchIndex:
         served a half-built index.
         """
         self.state_ = self._build(catalog, None, previous=getattr(self, "state_", None))
+        if not hasattr(self, "query_cache_"):
+            self.query_cache_ = QueryVectorCache(self.config.query_cache_size)
         return self
 
     def _build(
@@ -130,16 +141,20 @@ class SearchIndex:
             ids = tokenizer.tokenize(docs, update_vocab=True, return_as="ids", show_progress=False)
             bm25 = bm25s.BM25()
             bm25.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
+        trigrams = (
+            TrigramIndex.build([_natural_title(it.title) for it in items]) if cfg.trigram_weight > 0 else None
+        )
         texts = np.array([embedding_text(it) for it in items], dtype=object)
-        vectors = None
+        vector_search = None
         if cfg.vector_weight > 0:
-            vectors = self._vectors(texts, item_vectors, previous)
+            vector_search = VectorSearch.build(self._vectors(texts, item_vectors, previous), cfg)
         return _IndexState(
             catalog=catalog,
             arrays=CatalogArrays.from_catalog(catalog),
             tokenizer=tokenizer,
             bm25=bm25,
-            vectors=vectors,
+            trigrams=trigrams,
+            vector_search=vector_search,
             embed_texts=texts,
         )
 
@@ -191,6 +206,13 @@ class SearchIndex:
         empty = state.tokenizer.get_vocab_dict().get("")
         return np.unique(np.array([i for i in ids if i != empty], dtype=np.int64))
 
+    def _may_have_typo(self, state: _IndexState, query: str) -> bool:
+        """Whether some query word is unknown to the word vocabulary (always True without one)."""
+        if not self.config.trigram_on_unknown_only or state.tokenizer is None:
+            return True
+        vocab = state.tokenizer.get_vocab_dict()
+        return any(t not in vocab for t in self._terms(state, query))
+
     def search(
         self,
         query: str,
@@ -234,11 +256,13 @@ class SearchIndex:
         weight = cfg.weight_for(experiment_variant)
         state = self._state()
         mask = filter_mask(state.arrays, filters)
+        n_valid = int(np.count_nonzero(mask))
         k = cfg.candidates_per_signal
 
         rankings: list[npt.NDArray[np.int64]] = []
         weights: list[float] = []
-        kw_scores = sims = None
+        kw_scores = qv = None
+        vector_rank = fuzzy_rank = np.empty(0, dtype=np.int64)
         if state.bm25 is not None:
             tokens = self._query_tokens(state, query)
             if tokens.size:
@@ -247,13 +271,17 @@ class SearchIndex:
                 kw_scores = np.zeros(len(state.catalog), dtype=np.float32)
             rankings.append(top_k(kw_scores, mask & (kw_scores > 0), k))
             weights.append(cfg.keyword_weight)
-        if state.vectors is not None:
-            assert self.embedder is not None or cfg.vector_weight == 0
+        if state.trigrams is not None and n_valid and self._may_have_typo(state, query):
+            tri = state.trigrams.scores(query)
+            fuzzy_rank = top_k(tri, mask & (tri > 0), k)
+            rankings.append(fuzzy_rank)
+            weights.append(cfg.trigram_weight)
+        if state.vector_search is not None:
             if self.embedder is None:
                 raise ConfigError("an index built from item_vectors still needs an embedder for queries")
-            qv = self.embedder.encode([query])[0]
-            sims = state.vectors @ qv
-            rankings.append(top_k(sims, mask & (sims >= cfg.min_similarity), k))
+            qv = self.query_cache_.get(self.embedder, query)
+            vector_rank = state.vector_search.top(qv, mask, n_valid, k, cfg.min_similarity)
+            rankings.append(vector_rank)
             weights.append(cfg.vector_weight)
         items, fused = weighted_rrf(rankings, weights, cfg.rrf_k)
         final = minmax(fused)
@@ -274,20 +302,26 @@ class SearchIndex:
         lo = (page - 1) * page_size
         sel = order[lo : lo + page_size]
         page_items = items[sel]
-        in_vector = set(rankings[-1][:k].tolist()) if sims is not None else set()
+        sims = (
+            state.vector_search.similarity(qv, page_items)
+            if state.vector_search is not None and qv is not None
+            else None
+        )
+        semantic = np.isin(page_items, vector_rank)
+        fuzzy = np.isin(page_items, fuzzy_rank)
         query_terms = self._terms(state, query)
         hits = tuple(
             SearchHit(
                 content=state.catalog.item_at(int(i)),
                 relevance_score=float(final[s]),
                 match_reasons=self._reasons(
-                    state, int(i), query_terms, int(i) in in_vector, personal, int(s)
+                    state, int(i), query_terms, bool(semantic[j]), bool(fuzzy[j]), personal, int(s)
                 ),
                 keyword_score=float(kw_scores[i]) if kw_scores is not None else None,
-                vector_similarity=float(sims[i]) if sims is not None else None,
+                vector_similarity=float(sims[j]) if sims is not None else None,
                 personalization_score=float(personal[s]) if personal is not None else None,
             )
-            for i, s in zip(page_items, sel, strict=True)
+            for j, (i, s) in enumerate(zip(page_items, sel, strict=True))
         )
         return SearchPage(
             hits=hits,
@@ -315,6 +349,7 @@ class SearchIndex:
         i: int,
         query_terms: set[str],
         semantic: bool,
+        fuzzy: bool,
         personal: npt.NDArray[np.float64] | None,
         slot: int,
     ) -> tuple[str, ...]:
@@ -330,6 +365,8 @@ class SearchIndex:
         for name, text in fields:
             if text and query_terms & self._terms(state, text):
                 reasons.append(name)
+        if fuzzy and "title" not in reasons:
+            reasons.append("fuzzy_title")
         if semantic:
             reasons.append("semantic")
         if personal is not None and personal[slot] > 0:
@@ -339,11 +376,16 @@ class SearchIndex:
     @staticmethod
     def _facets(state: _IndexState, items: npt.NDArray[np.int64]) -> Facets:
         arrays = state.arrays
-        counts = arrays.genre_onehot[items].sum(axis=0)
+        counts = np.count_nonzero(arrays.genre_onehot[items], axis=0)
         genres = {g: int(c) for g, c in zip(arrays.genres, counts, strict=True) if c > 0}
         years = arrays.years[items]
-        values, ycounts = np.unique(years[~np.isnan(years)].astype(np.int64), return_counts=True)
-        return Facets(genres=genres, years={int(y): int(c) for y, c in zip(values, ycounts, strict=True)})
+        years = years[~np.isnan(years)].astype(np.int64)
+        if not years.size:
+            return Facets(genres=genres, years={})
+        first = int(years.min())
+        ycounts = np.bincount(years - first)
+        present = np.flatnonzero(ycounts)
+        return Facets(genres=genres, years={first + int(y): int(ycounts[y]) for y in present})
 
     def __repr__(self) -> str:
         n = len(self.state_.catalog) if hasattr(self, "state_") else None

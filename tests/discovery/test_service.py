@@ -1,0 +1,68 @@
+"""The Discovery BentoML service under a real ``bentoml serve`` on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from serving._auth import issue_token
+from serving._launch import serve
+from sona import Catalog, Sona, SonaConfig
+from sona.storage import Storage
+
+SECRET = "discovery-service-secret-0123456789abcdef"
+FAN = "horror-fan"
+
+
+@pytest.mark.slow
+def test_bentoml_serve_round_trips_anonymous_and_personalized_search(
+    tmp_path: Path, synthetic: tuple[Catalog, pd.DataFrame]
+) -> None:
+    catalog, events = synthetic
+    engine_dir = tmp_path / "model"
+    Sona(catalog, config=SonaConfig(epochs=2, dim=16, hidden_dim=32, progress=False, seed=0)).fit(
+        events
+    ).save(engine_dir)
+    url = f"sqlite:///{tmp_path / 'discovery.db'}"
+    storage = Storage(url)
+    storage.upgrade()
+    storage.upsert_content(catalog)
+    storage.dispose()
+    env = {
+        "SONA_DATA_DIR": str(tmp_path / "data"),
+        "SONA_MODEL_DIR": str(engine_dir),
+        "DATABASE_URL": url,
+        "JWT_SECRET": SECRET,
+    }
+    body = {"query": "night", "page_size": 10}
+    with serve(env, service="serving.discovery:Discovery", ready_path="/readyz", timeout=150) as base:
+        anon = httpx.post(f"{base}/api/v1/search", json=body, timeout=30)
+        assert anon.status_code == 200, anon.text
+        anon_body = anon.json()
+        assert anon_body["personalized"] is False and len(anon_body["results"]) == 10
+        assert all(r["personalization_score"] is None for r in anon_body["results"])
+
+        token = issue_token(FAN, SECRET)
+        mine = httpx.post(
+            f"{base}/api/v1/search", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert mine.status_code == 200, mine.text
+        mine_body = mine.json()
+        assert mine_body["personalized"] is True
+        assert mine_body["total_count"] == anon_body["total_count"]
+        assert all(0.0 <= r["personalization_score"] <= 1.0 for r in mine_body["results"])
+
+        forged = issue_token(FAN, "some-other-secret-0123456789abcdef")
+        bad = httpx.post(
+            f"{base}/api/v1/search", json=body, headers={"Authorization": f"Bearer {forged}"}, timeout=30
+        )
+        assert bad.status_code == 401
+
+        # The mounted app's own docs, not an empty shell's (the playback service's problem).
+        spec = httpx.get(f"{base}/openapi.json", timeout=30)
+        assert spec.status_code == 200 and "/api/v1/search" in spec.json()["paths"]
+        docs = httpx.get(f"{base}/docs", timeout=30)
+        assert docs.status_code == 200 and "/openapi.json" in docs.text
