@@ -6,7 +6,7 @@ engine, so the ratio of the two isolates what the engine adds on top of the
 HTTP stack. Both are measured on the same server in one run, at concurrency 1
 and 16. Goal: /recommendations p99 <= 2x the no-op's p99.
 
-    .venv/bin/python benchmarks/http.py [--requests 400] [--model-dir DIR]
+    .venv/bin/python benchmarks/http_latency.py [--requests 400] [--model-dir DIR]
 
 Without ``--model-dir`` the engine in ``$SONA_MODEL_DIR`` (default
 ``.sona-data/model``) is used, fitted first if absent (ml-100k when present).
@@ -128,9 +128,9 @@ def main() -> int:
         f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"load average after the run {load}"
     )
-    command = "python benchmarks/http.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/http_latency.py " + " ".join(sys.argv[1:])
     section = (
-        f"\n## HTTP latency (`benchmarks/http.py`) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"\n## HTTP latency (`benchmarks/http_latency.py`) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"- machine: {machine}; Python {platform.python_version()}\n"
         f"- command: `{command.strip()}`\n"
         f"- server: `bentoml serve serving.sona_service:SonaService` (1 worker), engine from {source}, "
