@@ -15,30 +15,18 @@ commit, so group-join time is excluded from all three alike. Appends a table to
 benchmarks/RESULTS.md.
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# benchmarks/http.py would shadow the stdlib ``http`` package for scripts run from this folder.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 import argparse
 import asyncio
 import gc
 import os
-import platform
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 
-import sqlalchemy as sa
+from _databases import postgres_db
+from _report import append_section, loadavg, section
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from playback_bridge import (
@@ -51,22 +39,6 @@ from playback_bridge import (
 )
 from playback_bridge.consumer import PlaybackConsumer
 from sona.storage import Storage
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-@contextmanager
-def postgres_db(server: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 async def produce(brokers: list[str], topics: Topics, sessions: int, updates: int, users: int) -> int:
@@ -152,7 +124,7 @@ async def main() -> None:
     p.add_argument("--max-batch", type=int, default=20_000)
     p.add_argument("--no-append", action="store_true", help="print the table only (exploratory runs)")
     args = p.parse_args()
-    load_start = os.getloadavg()[0]
+    load_start = loadavg()
     brokers = os.environ["KAFKA_BROKERS"].split(",")
     pg_server = os.environ.get("SONA_TEST_POSTGRES_URL")
     topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
@@ -175,21 +147,13 @@ async def main() -> None:
         print(f"pipeline PostgreSQL: {rate:,.0f} msg/s, {rows:,} rows")
         results.append(("PostgreSQL", rate, rows))
 
-    command = "python benchmarks/consumer.py " + " ".join(sys.argv[1:])
-    lines = [
-        "",
-        f"## Playback consumer: topic → viewing_events ({total:,} messages, {args.sessions:,} sessions)",
-        "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, "
-        f"{platform.python_implementation()} {platform.python_version()}; "
+    title = f"Playback consumer: topic → viewing_events ({total:,} messages, {args.sessions:,} sessions)"
+    notes = [
         "broker: Tansu (memory), 3 partitions",
-        f"- command: `{command.strip()}`",
-        f"- messages: {args.updates} position updates + 1 session-ended per session, {args.users:,} users, "
+        f"messages: {args.updates} position updates + 1 session-ended per session, {args.users:,} users, "
         f"max batch {args.max_batch:,}; one run, group join excluded",
-        f"- load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} "
-        "(2-core machine shared with other jobs)",
-        "",
+    ]
+    lines = [
         "| path | messages/s | × raw | viewing_events rows |",
         "|---|---:|---:|---:|",
         f"| raw aiokafka consumption (poll only) | {raw:,.0f} | 1.00× | – |",
@@ -197,13 +161,8 @@ async def main() -> None:
     lines += [
         f"| consumer → {name} | {rate:,.0f} | {rate / raw:.2f}× | {rows:,} |" for name, rate, rows in results
     ]
-    lines.append("")
-    if args.no_append:
-        print("\n".join(lines))
-        return
-    with RESULTS.open("a") as fh:
-        fh.write("\n".join(lines))
-    print("\n".join(lines))
+    write = section if args.no_append else append_section
+    print(write(title, lines, notes=notes, load_at_start=load_start))
 
 
 if __name__ == "__main__":

@@ -16,34 +16,22 @@ box both share the CPUs; the no-op column pays the same tax.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import os
+import secrets
+import tempfile
+import time
 from pathlib import Path
 
-# This file is named like the stdlib ``http`` package; drop its own directory from
-# the import path so ``import http.client`` (httpx, PyJWT) finds the real one.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-ROOT = _HERE.parent
-sys.path.insert(0, str(ROOT))
+import httpx
+import numpy as np
+from _report import append_section, percentiles, results_path
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import secrets  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from serving._auth import SERVICE_SCOPE, issue_token  # noqa: E402
-from serving._engine import load_or_fit_engine, training_data  # noqa: E402
-from serving._launch import serve  # noqa: E402
-from sona import load_settings  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+from serving._auth import SERVICE_SCOPE, issue_token
+from serving._engine import load_or_fit_engine, training_data
+from serving._launch import serve
+from sona import load_settings
 
 
 async def _run(
@@ -109,7 +97,8 @@ def main() -> int:
                     t0 = time.perf_counter()
                     lat = asyncio.run(_run(base, path, token, users, args.requests, concurrency, args.limit))
                     wall = time.perf_counter() - t0
-                    p50, p99 = (float(np.percentile(lat, q)) * 1e3 for q in (50, 99))
+                    p = percentiles(lat * 1e3)
+                    p50, p99 = p[50], p[99]
                     rows.append((path, concurrency, p50, p99, len(lat) / wall))
                     print(f"{path:28s} c={concurrency:<3d} p50={p50:7.2f} ms  p99={p99:7.2f} ms", flush=True)
 
@@ -123,24 +112,16 @@ def main() -> int:
     table = "\n".join(lines)
     print()
     print(table)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-        f"load average after the run {load}"
+    append_section(
+        "HTTP latency (`benchmarks/http_latency.py`)",
+        table,
+        notes=[
+            "server: `bentoml serve serving.sona_service:SonaService` (1 worker), engine from "
+            f"{source}, SQLite; load generator (httpx, asyncio, closed loop) on the same machine; "
+            f"{args.requests} requests per row after {args.warmup} warm-up; limit={args.limit}",
+        ],
     )
-    command = "python benchmarks/http_latency.py " + " ".join(sys.argv[1:])
-    section = (
-        f"\n## HTTP latency (`benchmarks/http_latency.py`) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-        f"- machine: {machine}; Python {platform.python_version()}\n"
-        f"- command: `{command.strip()}`\n"
-        f"- server: `bentoml serve serving.sona_service:SonaService` (1 worker), engine from {source}, "
-        f"SQLite; load generator (httpx, asyncio, closed loop) on the same machine; "
-        f"{args.requests} requests per row after {args.warmup} warm-up; limit={args.limit}\n\n"
-        f"{table}\n"
-    )
-    with RESULTS.open("a") as fh:
-        fh.write(section)
-    print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+    print(f"\nappended to {results_path()}")
     return 0
 
 

@@ -14,31 +14,22 @@ latency is one full request through FastAPI, JWT check, Redis read + pipelined
 write, event publish and sync scheduling. Appends a table to benchmarks/RESULTS.md.
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# benchmarks/http.py would shadow the stdlib ``http`` package for scripts run from this folder.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 import redis.asyncio as aioredis
+from _report import append_section, loadavg, percentiles, section
 
 from playback_bridge import (
     EventProducer,
@@ -50,7 +41,6 @@ from playback_bridge import (
 from serving._auth import issue_token
 from serving.playback import create_app
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECRET = "benchmark-secret-0123456789abcdef"
 
 _SYNC_SERVER = """
@@ -113,7 +103,7 @@ async def main() -> None:
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--no-append", action="store_true", help="print the table only (exploratory runs)")
     args = p.parse_args()
-    load_start = os.getloadavg()[0]
+    load_start = loadavg()
     redis_url = os.environ["REDIS_URL"]
     brokers = [b for b in os.environ.get("KAFKA_BROKERS", "").split(",") if b]
 
@@ -131,27 +121,20 @@ async def main() -> None:
         ):
             ms, notifier = await measure(url, args.requests, redis_url, brokers)
             stats = notifier.stats
-            rows.append((name, np.percentile(ms, 50), np.percentile(ms, 99), ms.max(), stats))
+            p = percentiles(ms)
+            rows.append((name, p[50], p[99], float(ms.max()), stats))
             print(f"{name}: p50 {rows[-1][1]:.2f} ms, p99 {rows[-1][2]:.2f} ms, {stats}")
     finally:
         server.terminate()
         hole.close()
 
     transport = "Kafka (Tansu)" if brokers else "in-process bus"
-    command = "python benchmarks/playback.py " + " ".join(sys.argv[1:])
-    lines = [
-        "",
-        f"## Playback: PATCH position latency, sync healthy vs black-holed ({args.requests:,} requests each)",
-        "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-        f"- command: `{command.strip()}`",
-        f"- in-process ASGI (httpx ASGITransport) → real Redis; events to {transport}; sync timeout 50 ms, "
+    title = f"Playback: PATCH position latency, sync healthy vs black-holed ({args.requests:,} requests each)"
+    notes = [
+        f"in-process ASGI (httpx ASGITransport) → real Redis; events to {transport}; sync timeout 50 ms, "
         "max 64 in flight; sequential requests after 200 warm-up; one run",
-        f"- load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} "
-        "(2-core machine shared with other jobs)",
-        "",
+    ]
+    lines = [
         "| sync service | p50 ms | p99 ms | max ms | sync sent | failed | dropped | coalesced |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -160,13 +143,9 @@ async def main() -> None:
         f"| {s.coalesced:,} |"
         for name, p50, p99, mx, s in rows
     ]
-    lines.append(f"\nblack-holed / healthy p99 ratio: {rows[1][2] / rows[0][2]:.2f}×\n")
-    if args.no_append:
-        print("\n".join(lines))
-        return
-    with RESULTS.open("a") as fh:
-        fh.write("\n".join(lines))
-    print("\n".join(lines))
+    lines.append(f"\nblack-holed / healthy p99 ratio: {rows[1][2] / rows[0][2]:.2f}×")
+    write = section if args.no_append else append_section
+    print(write(title, lines, notes=notes, load_at_start=load_start))
 
 
 if __name__ == "__main__":

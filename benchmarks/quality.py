@@ -15,41 +15,20 @@ Run: .venv/bin/python benchmarks/quality.py [--data ../shared/datasets/ml-100k]
 
 from __future__ import annotations
 
-import sys
+import argparse
+import itertools
+import time
+from dataclasses import replace
 from pathlib import Path
 
-# Scripts in benchmarks/ must not shadow the stdlib (a sibling benchmarks/http.py would).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import numpy as np
+import torch
+from _report import append_section
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import sona  # noqa: E402
-from sona.evaluation import EASE, ItemKNN, Pop, evaluate, temporal_split  # noqa: E402
+import sona
+from sona.evaluation import EASE, ItemKNN, Pop, evaluate, temporal_split
 
 K = 10
-RESULTS = _HERE / "RESULTS.md"
-
-
-def record(title: str, body: str) -> None:
-    """Append a section to RESULTS.md with the exact command and the machine."""
-    cmd = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-    load = os.getloadavg()[0]
-    mach = f"{platform.platform()}, nproc={os.cpu_count()}, python {platform.python_version()}"
-    mach += f", load avg {load:.1f}"
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    with open(RESULTS, "a", encoding="utf-8") as fh:
-        fh.write(f"\n## {title} ({stamp})\n\n- command: `{cmd}`\n- machine: {mach}\n\n{body}\n")
 
 
 def fmt(name: str, m: dict[str, float], extra: str = "") -> str:
@@ -167,7 +146,7 @@ def main() -> None:
     )
     print(out)
     if not args.no_record:
-        record("Quality on MovieLens-100k (benchmarks/quality.py)", out)
+        append_section("Quality on MovieLens-100k (benchmarks/quality.py)", out, torch_threads=args.threads)
 
 
 if __name__ == "__main__":

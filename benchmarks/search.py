@@ -17,24 +17,17 @@ Usage: python benchmarks/search.py [--movielens PATH] [--n-latency 100000] [--tu
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import re
-import sys
 import time
 from pathlib import Path
 
-# benchmarks/ holds a script named http.py; keep it from shadowing the stdlib module.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+from _report import append_section, loadavg, percentiles
 
-import numpy as np  # noqa: E402
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from sona import Catalog  # noqa: E402
-from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens  # noqa: E402
-from sona.search import (  # noqa: E402
+from sona import Catalog
+from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens
+from sona.search import (
     MiniLMEmbedder,
     SearchConfig,
     SearchIndex,
@@ -116,11 +109,6 @@ def evaluate(index: SearchIndex, queries: list[tuple[str, str, int]], catalog: C
     return res
 
 
-def _pct(xs: list[float]) -> tuple[float, float]:
-    a = np.asarray(xs)
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
-
-
 def latency(embedder: MiniLMEmbedder, n_items: int, n_queries: int, seed: int = 1) -> dict[str, object]:
     """HNSW vs exact vector search, each timed with a cold and a warm query-vector cache.
 
@@ -184,7 +172,7 @@ def latency(embedder: MiniLMEmbedder, n_items: int, n_queries: int, seed: int = 
     return {
         "n_items": n_items,
         "builds": builds,
-        "times": {k: _pct(v) for k, v in times.items()},
+        "times": {k: tuple(percentiles(v).values()) for k, v in times.items()},
         "ann_recall": float(np.mean(recall)) if recall else None,
     }
 
@@ -217,7 +205,8 @@ def main() -> int:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    load0 = Path("/proc/loadavg").read_text().strip()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the embedder loads huggingface_hub
+    load0 = loadavg()
     embedder = MiniLMEmbedder(num_threads=args.threads)
     embedder.encode_query("warm up")
     catalog, _ = load_movielens(args.movielens)
@@ -270,12 +259,12 @@ def main() -> int:
             f"names). Trigram gate: {'unknown word only' if defaults.trigram_on_unknown_only else 'always'}."
             f"\n\n{quality}"
         )
-    lat_load0 = Path("/proc/loadavg").read_text().strip()
+    lat_load0 = loadavg()
     lat = latency(embedder, args.n_latency, args.latency_queries)
     lat_lines = ["| path | p50 ms | p99 ms |", "|---|---|---|"]
     for name, (p50, p99) in lat["times"].items():  # type: ignore[union-attr]
         lat_lines.append(f"| {name} | {p50:.2f} | {p99:.2f} |")
-    load1 = Path("/proc/loadavg").read_text().strip()
+    load1 = loadavg()
     builds = ", ".join(f"{k} {v:.1f} s" for k, v in lat["builds"].items())  # type: ignore[union-attr]
     recall = lat["ann_recall"]
     lat_table = "\n".join(lat_lines)
@@ -293,17 +282,12 @@ def main() -> int:
         + lat_table
     )
     if not args.no_record:
-        cmd = "python benchmarks/search.py " + " ".join(sys.argv[1:])
-        text = (
-            f"\n## Search (issue 7, round 2) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n\n"
-            f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"nproc={os.cpu_count()}, torch threads={args.threads}, /proc/loadavg at start `{load0}`, "
-            f"at end `{load1}` (machine shared with other jobs). Command: `{cmd.strip()}`\n\n"
-            + "\n\n".join(sections)
-            + "\n"
+        append_section(
+            "Search (issue 7, round 2)",
+            "\n\n".join(sections),
+            torch_threads=args.threads,
+            load_at_start=load0,
         )
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:
-            fh.write(text)
     return 0
 
 

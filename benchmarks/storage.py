@@ -15,45 +15,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
+from _databases import postgres_db
+from _report import append_section
 
 from sona import ViewingEvent
 from sona.datasets import SyntheticConfig, generate_synthetic
 from sona.storage import Storage
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 @contextmanager
 def sqlite_db() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as d:
         yield f"sqlite:///{d}/bench.db"
-
-
-@contextmanager
-def postgres_db(server: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -139,15 +122,11 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
 
-    cmd = "python benchmarks/storage.py " + " ".join(sys.argv[1:])
-    batch = args.batch or "all"
-    with RESULTS.open("a") as fh:
-        fh.write(
-            f"\n## Storage: bulk add_events ({n:,} events, batch={batch})\n\n"
-            f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-            f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
-            f"SQLAlchemy {sa.__version__}\n- command: `{cmd.strip()}`\n\n{table}\n"
-        )
+    append_section(
+        f"Storage: bulk add_events ({n:,} events, batch={args.batch or 'all'})",
+        table,
+        notes=[f"SQLAlchemy {sa.__version__}"],
+    )
 
 
 if __name__ == "__main__":
