@@ -14,14 +14,17 @@ titles (``x_context``), rank the user's more recent titles (``targets``) above
 sampled unseen titles. Every ``eval_every`` steps the held-out tail is ranked
 from the profile of the whole training part (``x_eval``), as at serving time;
 each user keeps the best step, and a user whose tail never improves keeps no
-adapter.
+adapter. The tail judges, and the result holds, the adapter *shrunk* toward the
+base (``config.shrinkage`` times each B): what is judged is what is served.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,8 +33,11 @@ import torch.nn.functional as F
 from sona.lora._names import adapter_name, user_seed
 from sona.lora._stacked import lora_tower
 from sona.lora.config import UserAdapterConfig
-from sona.lora.layer import AdapterWeights, attach, peft_weights, set_peft_weights
+from sona.lora.layer import AdapterWeights, _peft_layer, attach, peft_weights, set_peft_weights
 from sona.models._tower import TowerScorer
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = ["BatchTrainingResult", "TrainingSet", "train_batched", "train_reference"]
 
@@ -235,9 +241,12 @@ def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterCon
     x_ctx = data.x_context.unsqueeze(1)
     neg_shape = (data.targets.shape[1], config.negatives)
 
+    shrink = float(config.shrinkage)
+
     def evaluate() -> torch.Tensor:
         with torch.no_grad():
-            raw = _logits(scorer, lora_tower(scorer.tower, data.x_eval, a, b, scaling))
+            served_b = b if shrink == 1.0 else {m: t * shrink for m, t in b.items()}
+            raw = _logits(scorer, lora_tower(scorer.tower, data.x_eval, a, served_b, scaling))
             return _holdout_score(_served(raw, data, data.offset_eval), data)
 
     base = evaluate()
@@ -270,7 +279,8 @@ def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterCon
             if not bool(active.any()):
                 break
     kept = best_step > 0
-    for m in best_b:  # a rejected adapter is exactly the base model
+    for m in best_b:  # the served (shrunk) adapter; a rejected one is exactly the base model
+        best_b[m] = best_b[m] * shrink
         best_b[m][~kept] = 0.0
     scorer.train(was_training)
     return BatchTrainingResult(
@@ -290,6 +300,20 @@ def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterCon
 
 def _out_dims(scorer: TowerScorer, config: UserAdapterConfig) -> dict[str, torch.Tensor]:
     return {m: scorer.tower.get_submodule(m).weight for m in config.target_modules}
+
+
+@contextmanager
+def _shrunk(model: PeftModel, name: str, config: UserAdapterConfig) -> Iterator[None]:
+    """Temporarily multiply adapter ``name``'s scaling in every target layer by ``config.shrinkage``."""
+    layers = [_peft_layer(model, m) for m in config.target_modules]
+    saved = [layer.scaling[name] for layer in layers]  # type: ignore[index]
+    for layer, s in zip(layers, saved, strict=True):
+        layer.scaling[name] = s * float(config.shrinkage)  # type: ignore[index]
+    try:
+        yield
+    finally:
+        for layer, s in zip(layers, saved, strict=True):
+            layer.scaling[name] = s  # type: ignore[index]
 
 
 def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConfig) -> BatchTrainingResult:
@@ -319,8 +343,14 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
         model.set_adapter(name)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+        def judge(one: TrainingSet = one) -> float:
+            """Held-out score of the shrunk adapter: peft's per-layer scaling times the shrinkage."""
+            with _shrunk(model, name, config):
+                return float(_holdout_score(_served(model(one.x_eval), one, one.offset_eval), one)[0])
+
         with torch.no_grad():
-            base = float(_holdout_score(_served(model(one.x_eval), one, one.offset_eval), one)[0])
+            base = judge()
         best, best_step, stale = base, 0, 0
         best_w = peft_weights(model, name, user_id, config)
         for step in range(1, config.steps + 1):
@@ -336,7 +366,7 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
             opt.step()
             if step % config.eval_every == 0 or step == config.steps:
                 with torch.no_grad():
-                    score = float(_holdout_score(_served(model(one.x_eval), one, one.offset_eval), one)[0])
+                    score = judge()
                 if score > best + config.min_improvement:
                     best, best_step, stale = score, step, 0
                     best_w = peft_weights(model, name, user_id, config)
@@ -346,7 +376,8 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
                         break
         for m in config.target_modules:
             out_a[m].append(best_w.lora_A[m])
-            out_b[m].append(best_w.lora_B[m] if best_step > 0 else torch.zeros_like(best_w.lora_B[m]))
+            kept_b = best_w.lora_B[m] * float(config.shrinkage)
+            out_b[m].append(kept_b if best_step > 0 else torch.zeros_like(kept_b))
         bases.append(base)
         bests.append(best)
         steps_best.append(best_step)

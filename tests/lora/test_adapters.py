@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from sona.lora import (
     train_batched,
     train_reference,
 )
+from sona.lora._stacked import lora_tower
+from sona.lora._training import _holdout_score
 from tests.lora.conftest import N_ITEMS, World
 
 CFG = UserAdapterConfig(steps=20, lr=1e-2, min_interval_seconds=0)
@@ -114,6 +117,21 @@ def test_config_errors_name_the_field() -> None:
         UserAdapterConfig(rank=0)
     with pytest.raises(ConfigError, match="loss"):
         UserAdapterConfig(loss="mse")  # type: ignore[arg-type]
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="shrinkage"):
+            UserAdapterConfig(shrinkage=bad)
+
+
+def test_shrunk_adapter_is_what_the_tail_judged(world: World) -> None:
+    """The stored B is the trained B times ``shrinkage``, and its held-out score is the one recorded."""
+    cfg = replace(CFG, shrinkage=0.5)
+    data = build_training_set(world.events, _users(world), N_ITEMS, cfg, world.inputs)
+    res = train_batched(world.scorer, data, cfg)
+    assert bool(res.kept.any())
+    with torch.no_grad():
+        emb = lora_tower(world.scorer.tower, data.x_eval, res.lora_A, res.lora_B, cfg.scaling)
+        served = _holdout_score(emb @ world.scorer.item_embeddings.T + world.scorer.item_bias, data)
+    torch.testing.assert_close(served[res.kept], res.best_score[res.kept], rtol=0, atol=1e-6)
 
 
 def test_adapter_names_are_valid_module_keys_and_unique() -> None:
