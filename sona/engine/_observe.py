@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sona._event_log import EventLog
+from sona.engine._event_log import EventLog
 
 __all__ = ["progressed"]
 

@@ -50,11 +50,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from sona._batching import ranked_frame, run_chunked, workers_for
-from sona._calibrate import fit_calibration
-from sona._event_log import EventLog
-from sona._explain import because, cold_recommendation, explained, top_sources
-from sona._fit_state import (
+from sona.catalog import Catalog
+from sona.engine._batching import ranked_frame, run_chunked, workers_for
+from sona.engine._calibrate import fit_calibration
+from sona.engine._event_log import EventLog
+from sona.engine._explain import because, cold_recommendation, explained, top_sources
+from sona.engine._fit_state import (
     base_params,
     catalog_tables,
     event_arrays,
@@ -62,11 +63,10 @@ from sona._fit_state import (
     loaded_item_state,
     order_matrix,
 )
-from sona._observe import progressed
-from sona._persist import SavedEngine, item_arrays, read_engine, write_engine
-from sona._profile_rows import merge_profile_rows, tower_input_rows, user_profiles
-from sona._requests import Context, OnConflict, as_frame, check_diversity, check_k
-from sona.catalog import Catalog
+from sona.engine._observe import progressed
+from sona.engine._persist import SavedEngine, item_arrays, read_engine, write_engine
+from sona.engine._profile_rows import merge_profile_rows, tower_input_rows, user_profiles
+from sona.engine._requests import Context, OnConflict, as_frame, check_diversity, check_k
 from sona.errors import ConfigError, DataError, NotFittedError, UnknownContentError
 from sona.events import ViewingEvent
 from sona.features import (

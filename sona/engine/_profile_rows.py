@@ -17,7 +17,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from sona._ids import UserId
-from sona._requests import Context
+from sona.engine._requests import Context
 from sona.features import DAYPARTS, ProfileState, daypart_onehot, side_features
 from sona.profile import UserProfile
 
