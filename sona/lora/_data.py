@@ -71,14 +71,19 @@ def build_training_set(
     *,
     tower_weight: float = 1.0,
 ) -> TrainingSet:
-    """Split each user's events into context / targets / tail and tensorize.
+    """Split each user's events into context / targets (per cut point) / tail and tensorize.
 
     ``events`` needs ``user_id``, ``item`` (int index into the scorer's items),
     ``content_id``, ``timestamp`` and ``weight``. Every user in ``user_ids`` must
     have at least 3 qualifying events (callers enforce ``min_events`` first).
+
+    Cut ``j`` of ``config.cut_points`` takes as targets the window of ``t`` qualifying
+    events ending ``j * t`` events before the tail, and as context everything before
+    that window; a cut with no context left (short histories) gets no weight.
     """
     users = list(user_ids)
-    row_of = pd.Series(np.arange(len(users)), index=pd.Index(users, dtype=object))
+    n_users, k_cuts = len(users), config.cut_points
+    row_of = pd.Series(np.arange(n_users), index=pd.Index(users, dtype=object))
     df = events.loc[events["user_id"].isin(row_of.index)].copy()
     df["row"] = row_of.reindex(df["user_id"]).to_numpy()
     df["seq"] = np.arange(len(df))
@@ -90,38 +95,54 @@ def build_training_set(
     h = np.maximum(1, np.rint(n * config.holdout_fraction)).astype(np.int64)
     n_fit = n - h
     t = np.minimum(np.maximum(1, np.rint(n_fit * config.target_fraction)).astype(np.int64), n_fit - 1)
-    role = np.where(pos >= n_fit, 2, np.where(pos >= n_fit - t, 1, 0))  # 0 context, 1 target, 2 tail
-    # Cut times per user: a non-qualifying event belongs to the part its timestamp falls in.
     qrow = q["row"].to_numpy()
     ts = q["timestamp"].to_numpy()
-    first_target = pd.Series(ts[role == 1], index=qrow[role == 1]).groupby(level=0).min()
-    first_tail = pd.Series(ts[role == 2], index=qrow[role == 2]).groupby(level=0).min()
-    all_role = np.full(len(df), -1)
-    all_role[qual] = role
-    nq = ~qual
-    rows_nq = df["row"].to_numpy()[nq]
-    ts_nq = df["timestamp"].to_numpy()[nq]
-    tgt_cut = first_target.reindex(rows_nq).to_numpy()
-    tail_cut = first_tail.reindex(rows_nq).to_numpy()
-    all_role[nq] = np.where(ts_nq < tgt_cut, 0, np.where(ts_nq < tail_cut, 1, 2))
-    context = df.loc[all_role == 0]
-    fit = df.loc[(all_role == 0) | (all_role == 1)]
-    x_context, off_context = _split(inputs(context, users))
+    rows_nq = df["row"].to_numpy()[~qual]
+    ts_nq = df["timestamp"].to_numpy()[~qual]
+    df_rows = df["row"].to_numpy()
+    xs, offs, t_rows, t_items, t_weights = [], [], [], [], []
+    for j in range(k_cuts):  # a handful of cuts; each is vectorized over all users and events
+        cut = n_fit - t * (j + 1)
+        valid = cut >= 1
+        cut = np.maximum(cut, 1)
+        is_target = (pos >= cut) & (pos < np.minimum(cut + t, n_fit)) & valid
+        # a non-qualifying event joins the context when it precedes the cut's first target
+        first = pd.Series(ts[pos == cut], index=qrow[pos == cut])
+        before = np.zeros(len(df), dtype=bool)
+        before[qual] = pos < cut
+        before[~qual] = ts_nq < first.reindex(rows_nq).to_numpy()
+        built = _split(inputs(df.loc[before], users))
+        xs.append(built[0])
+        offs.append(built[1])
+        t_rows.append(qrow[is_target] * k_cuts + j)
+        t_items.append(q["item"].to_numpy()[is_target])
+        t_weights.append(q["weight"].to_numpy(dtype=float)[is_target] * config.cut_decay**j)
+    # tail: the last h qualifying events; the eval profile is everything before it
+    role_tail = pos >= n_fit
+    first_tail = pd.Series(ts[role_tail], index=qrow[role_tail]).groupby(level=0).min()
+    fit_mask = np.zeros(len(df), dtype=bool)
+    fit_mask[qual] = ~role_tail
+    fit_mask[~qual] = ts_nq < first_tail.reindex(rows_nq).to_numpy()
+    fit = df.loc[fit_mask]
     x_eval, off_eval = _split(inputs(fit, users))
-    tq = q.loc[role == 1]
-    hq = q.loc[role == 2]
-    n_users, rows_t, rows_h = len(users), tq["row"].to_numpy(), hq["row"].to_numpy()
+    order = np.argsort(np.concatenate(t_rows), kind="stable")
+    rows_t = np.concatenate(t_rows)[order]
+    hq = q.loc[role_tail]
+    rows_h = hq["row"].to_numpy()
+    shape = (n_users, k_cuts, -1)
     return TrainingSet(
         user_ids=users,
-        x_context=x_context,
+        x_context=torch.stack(xs, dim=1),
         x_eval=x_eval,
-        targets=_pad(rows_t, tq["item"].to_numpy(), n_users, 0, torch.long),
-        target_weight=_pad(rows_t, tq["weight"].to_numpy(dtype=float), n_users, 0.0, torch.float32),
+        targets=_pad(rows_t, np.concatenate(t_items)[order], n_users * k_cuts, 0, torch.long).view(shape),
+        target_weight=_pad(
+            rows_t, np.concatenate(t_weights)[order], n_users * k_cuts, 0.0, torch.float32
+        ).view(shape),
         holdout=_pad(rows_h, hq["item"].to_numpy(), n_users, 0, torch.long),
         holdout_mask=_pad(rows_h, np.ones(len(hq)), n_users, 0.0, torch.float32),
-        history=_mask(df["row"].to_numpy(), df["item"].to_numpy(), n_users, n_items),
+        history=_mask(df_rows, df["item"].to_numpy(), n_users, n_items),
         eval_seen=_mask(fit["row"].to_numpy(), fit["item"].to_numpy(), n_users, n_items),
-        offset_context=off_context,
+        offset_context=None if offs[0] is None else torch.stack(offs, dim=1),  # type: ignore[arg-type]
         offset_eval=off_eval,
         tower_weight=tower_weight,
     )

@@ -7,6 +7,8 @@ get the base model exactly, so a mixed batch needs no branch and no Python
 loop over users. Each adapter's ``alpha / r`` is folded into its ``B`` and
 lower ranks are zero-padded to ``r_max`` (both exact), so adapters of different
 rank and alpha share one stack. Residency is LRU-bounded by a byte budget.
+The stacks are kept in ``dtype`` (float16 by default: half the bytes, scores
+move < 1e-3) and upcast to float32 when gathered, so the products run in fp32.
 """
 
 from __future__ import annotations
@@ -34,17 +36,28 @@ class PackedAdapters:
     byte_budget
         Upper bound on the bytes of the stacks; least recently used adapters
         are evicted beyond it.
+    dtype
+        Resident dtype of the stacks (float16, bfloat16 or float32).
     """
 
     def __init__(
-        self, shapes: dict[str, tuple[int, int]], *, max_rank: int = 8, byte_budget: int = 64 << 20
+        self,
+        shapes: dict[str, tuple[int, int]],
+        *,
+        max_rank: int = 8,
+        byte_budget: int = 64 << 20,
+        dtype: torch.dtype = torch.float16,
     ) -> None:
         if max_rank < 1 or byte_budget < 1:
             raise ConfigError("PackedAdapters needs max_rank >= 1 and byte_budget >= 1")
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ConfigError(f"PackedAdapters dtype must be float16, bfloat16 or float32, got {dtype}")
         self.shapes = dict(shapes)
         self.max_rank = max_rank
         self.byte_budget = byte_budget
-        self.slot_bytes = 4 * max_rank * sum(i + o for i, o in self.shapes.values())
+        self.dtype = dtype
+        item = torch.empty((), dtype=dtype).element_size()
+        self.slot_bytes = item * max_rank * sum(i + o for i, o in self.shapes.values())
         self.max_slots = max(2, byte_budget // self.slot_bytes)  # slot 0 is the zero adapter
         self._index: OrderedDict[str, int] = OrderedDict()
         self._versions: dict[str, int | None] = {}
@@ -54,8 +67,8 @@ class PackedAdapters:
     def _alloc(self, capacity: int) -> None:
         old = getattr(self, "lora_A", None)
         r = self.max_rank
-        a = {m: torch.zeros(capacity, r, i) for m, (i, _) in self.shapes.items()}
-        b = {m: torch.zeros(capacity, o, r) for m, (_, o) in self.shapes.items()}
+        a = {m: torch.zeros(capacity, r, i, dtype=self.dtype) for m, (i, _) in self.shapes.items()}
+        b = {m: torch.zeros(capacity, o, r, dtype=self.dtype) for m, (_, o) in self.shapes.items()}
         if old is not None:
             n = next(iter(old.values())).shape[0]
             for m in self.shapes:
@@ -132,8 +145,8 @@ class PackedAdapters:
         return torch.tensor(found, dtype=torch.long)
 
     def gather(self, slots: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per-row A (n, r, in) and scaled B (n, out, r) for :func:`~sona.lora._stacked.lora_tower`."""
+        """Per-row A (n, r, in) and scaled B (n, out, r), upcast to float32, for ``lora_tower``."""
         return (
-            {m: t.index_select(0, slots) for m, t in self.lora_A.items()},
-            {m: t.index_select(0, slots) for m, t in self.lora_B.items()},
+            {m: t.index_select(0, slots).float() for m, t in self.lora_A.items()},
+            {m: t.index_select(0, slots).float() for m, t in self.lora_B.items()},
         )

@@ -21,7 +21,7 @@ base (``config.shrinkage`` times each B): what is judged is what is served.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,12 +48,13 @@ _MASK31 = 0x7FFFFFFF
 class TrainingSet:
     """Tensors for training ``n`` users' adapters (rows align with ``user_ids``).
 
-    ``targets``/``target_weight`` (n, P) are padded with weight 0;
+    ``x_context`` (n, K, in) holds one profile per cut point and
+    ``targets``/``target_weight`` (n, K, P) that cut's targets, padded with weight 0;
     ``holdout``/``holdout_mask`` (n, V) likewise. ``history`` (n, n_items) marks
     every title the user touched (never sampled as a negative); ``eval_seen``
     marks the titles excluded when ranking the held-out tail.
 
-    With ``offset_context``/``offset_eval`` (n, n_items) the adapter is trained
+    With ``offset_context`` (n, K, n_items) and ``offset_eval`` (n, n_items) the adapter is trained
     and judged on the *served* score, ``offset + tower_weight * zscore(tower
     logits)``: the other sources of the engine's fusion are fixed, so the
     adapter learns what they miss instead of re-learning what they know.
@@ -152,8 +153,17 @@ def _uniform(seeds: torch.Tensor, shape: tuple[int, ...], salt: int) -> torch.Te
 
 
 def _negatives(seeds: torch.Tensor, step: int, shape: tuple[int, ...], n_items: int) -> torch.Tensor:
-    u = _uniform(seeds, shape, salt=1000 + step)
-    return (u * n_items).long().clamp_(max=n_items - 1)
+    """Per-user sampled title indices of ``shape`` (K, P, m); a one-round hash (this runs every step).
+
+    The draw for (cut k, target p, j) does not depend on the padded P, so trimming
+    padding (length buckets) leaves every user's negatives unchanged.
+    """
+    k, p, m = (torch.arange(d, dtype=torch.long) for d in shape)
+    j = ((k.view(-1, 1, 1) << 16) + p.view(1, -1, 1)) * shape[2] + m.view(1, 1, -1)
+    s = seeds.view(-1, 1, 1, 1)
+    x = (s * 0x2545F491 + (1000 + step) * 0x3C6EF35F + j.unsqueeze(0) * 0x9E3779B1) & _MASK31
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & _MASK31
+    return (x ^ (x >> 13)) % n_items
 
 
 def _init(
@@ -175,31 +185,44 @@ def _init(
 def _loss(
     logits: torch.Tensor, data: TrainingSet, negatives: torch.Tensor, config: UserAdapterConfig
 ) -> torch.Tensor:
-    """Sum over users of each user's weighted mean pair loss. logits: (n, n_items)."""
+    """Sum over users of each user's weighted mean pair loss over all cut points.
+
+    logits (n, K, n_items); targets/weights (n, K, P); negatives (n, K, P, m).
+    """
+    n = logits.shape[0]
     w = data.target_weight
-    s_pos = logits.gather(1, data.targets)
-    neg = negatives.flatten(1)
-    s_neg = logits.gather(1, neg).view_as(negatives)
-    valid = (~data.history.gather(1, neg)).view_as(negatives).to(logits.dtype)
+    s_pos = logits.gather(2, data.targets)
+    neg = negatives.flatten(2)
+    s_neg = logits.gather(2, neg).view_as(negatives)
+    valid = (~data.history.gather(1, neg.view(n, -1))).view_as(negatives).to(logits.dtype)
     wn = w.unsqueeze(-1) * valid
-    denom = w.sum(1).clamp_min(1e-8)
     if config.loss == "bpr":
         pair = F.softplus(-(s_pos.unsqueeze(-1) - s_neg))
-        per_user = (pair * wn).sum((1, 2)) / (wn.sum((1, 2)).clamp_min(1e-8))
+        per_user = (pair * wn).sum((1, 2, 3)) / (wn.sum((1, 2, 3)).clamp_min(1e-8))
     else:
-        pos = (F.softplus(-s_pos) * w).sum(1)
-        negl = (F.softplus(s_neg) * wn).sum((1, 2)) / negatives.shape[-1]
-        per_user = (pos + negl) / denom
+        pos = (F.softplus(-s_pos) * w).sum((1, 2))
+        negl = (F.softplus(s_neg) * wn).sum((1, 2, 3)) / negatives.shape[-1]
+        per_user = (pos + negl) / w.sum((1, 2)).clamp_min(1e-8)
     return per_user.sum()
 
 
 @torch.no_grad()
 def _holdout_score(logits: torch.Tensor, data: TrainingSet) -> torch.Tensor:
-    """Per user: mean 1/log2(rank+2) of held-out titles, fit titles excluded. (n,)"""
+    """Per user: mean 1/log2(rank+2) of held-out titles, fit titles excluded. (n,)
+
+    A held-out title's rank is the number of titles scored strictly above it. No
+    full sort: each title is bucketed among the user's V sorted held-out scores
+    (``searchsorted``, log V per title), and a suffix sum of the bucket counts gives
+    every held-out title's rank at once.
+    """
     masked = logits.masked_fill(data.eval_seen, float("-inf"))
-    asc = torch.sort(-masked, dim=1).values
-    v = masked.gather(1, data.holdout)
-    rank = torch.searchsorted(asc, (-v).contiguous(), right=False).to(logits.dtype)
+    n, v_cols = data.holdout.shape
+    v_sorted, order = masked.gather(1, data.holdout).sort(dim=1)
+    below = torch.searchsorted(v_sorted, masked.contiguous(), right=False)  # held-out scores < title's
+    offsets = torch.arange(n).unsqueeze(1) * (v_cols + 1)
+    counts = torch.bincount((below + offsets).flatten(), minlength=n * (v_cols + 1)).view(n, v_cols + 1)
+    above = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # titles with >= k+1 held-out scores below them
+    rank = torch.empty_like(above).scatter_(1, order, above).to(logits.dtype)
     gain = 1.0 / torch.log2(rank + 2.0) * data.holdout_mask
     return gain.sum(1) / data.holdout_mask.sum(1).clamp_min(1)
 
@@ -219,13 +242,62 @@ def _served(raw: torch.Tensor, data: TrainingSet, offset: torch.Tensor | None) -
     """What ranking sees: raw tower logits, or the fused score around them (see TrainingSet)."""
     if offset is None:
         return raw
-    mu = raw.mean(dim=1, keepdim=True)
-    sd = raw.std(dim=1, keepdim=True, unbiased=False).clamp_min(1e-6)
-    return offset + data.tower_weight * (raw - mu) / sd
+    centred = raw - raw.mean(dim=-1, keepdim=True)
+    sd = centred.square().mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-6)  # ~5x faster than std()
+    return offset + data.tower_weight * centred / sd
 
 
-def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConfig) -> BatchTrainingResult:
-    """Train every user's adapter in ``data`` in one vectorized loop (see module notes)."""
+def _trimmed(data: TrainingSet) -> TrainingSet:
+    """``data`` without padding columns no user of it needs (exact: padding has weight 0)."""
+    p = max(1, int((data.target_weight > 0).sum(2).max()))
+    v = max(1, int((data.holdout_mask > 0).sum(1).max()))
+    data.targets, data.target_weight = data.targets[:, :, :p], data.target_weight[:, :, :p]
+    data.holdout, data.holdout_mask = data.holdout[:, :v], data.holdout_mask[:, :v]
+    return data
+
+
+def train_batched(
+    scorer: TowerScorer, data: TrainingSet, config: UserAdapterConfig, *, buckets: int = 4
+) -> BatchTrainingResult:
+    """Train every user's adapter in ``data`` in vectorized loops (see module notes).
+
+    Users are split into up to ``buckets`` groups of similar target counts, each
+    trimmed to its own padding: a heavy user no longer makes every row pay for
+    hundreds of padded targets. Users are independent, so this changes no result.
+    """
+    start = time.perf_counter()
+    n = len(data)
+    groups = min(buckets, max(1, n // 64))
+    if groups <= 1:
+        result = _train_group(scorer, _trimmed(data.subset(torch.arange(n))), config)
+        result.seconds = time.perf_counter() - start
+        return result
+    sizes = (data.target_weight > 0).sum((1, 2))
+    order = torch.argsort(sizes, stable=True)
+    parts = [_train_group(scorer, _trimmed(data.subset(idx)), config) for idx in order.chunk(groups)]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n)
+
+    def cat(get: Callable[[BatchTrainingResult], torch.Tensor]) -> torch.Tensor:
+        return torch.cat([get(r) for r in parts])[inverse]
+
+    return BatchTrainingResult(
+        user_ids=list(data.user_ids),
+        lora_A={m: cat(lambda r, m=m: r.lora_A[m]) for m in parts[0].lora_A},
+        lora_B={m: cat(lambda r, m=m: r.lora_B[m]) for m in parts[0].lora_B},
+        rank=config.rank,
+        alpha=config.alpha,
+        base_score=cat(lambda r: r.base_score),
+        best_score=cat(lambda r: r.best_score),
+        best_step=cat(lambda r: r.best_step),
+        kept=cat(lambda r: r.kept),
+        steps_run=max(r.steps_run for r in parts),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConfig) -> BatchTrainingResult:
+    """One vectorized training loop over every user of ``data``."""
     start = time.perf_counter()
     was_training = scorer.training
     scorer.eval()
@@ -238,8 +310,8 @@ def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterCon
     a, b = a0, b0
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaling = config.scaling
-    x_ctx = data.x_context.unsqueeze(1)
-    neg_shape = (data.targets.shape[1], config.negatives)
+    x_ctx = data.x_context
+    neg_shape = (*data.targets.shape[1:], config.negatives)
 
     shrink = float(config.shrinkage)
 
@@ -259,7 +331,7 @@ def train_batched(scorer: TowerScorer, data: TrainingSet, config: UserAdapterCon
     step = 0
     for step in range(1, config.steps + 1):
         emb = lora_tower(scorer.tower, x_ctx, a, b, scaling, dropout=config.dropout, training=True)
-        logits = _served(_logits(scorer, emb.squeeze(1)), data, data.offset_context)
+        logits = _served(_logits(scorer, emb), data, data.offset_context)
         loss = _loss(logits, data, _negatives(seeds, step, neg_shape, n_items), config)
         opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -358,7 +430,7 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
             logits = _served(
                 model(one.x_context), one, one.offset_context
             )  # eval mode: the base tower's own dropout stays off
-            neg = _negatives(seeds[row : row + 1], step, (one.targets.shape[1], config.negatives), n_items)
+            neg = _negatives(seeds[row : row + 1], step, (*one.targets.shape[1:], config.negatives), n_items)
             loss = _loss(logits, one, neg, config)
             opt.zero_grad()
             loss.backward()

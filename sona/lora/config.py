@@ -59,6 +59,13 @@ class UserAdapterConfig:
     negatives: int = 8
     #: Share of the (non-held-out) history used as targets; the rest is the context.
     target_fraction: float = 0.3
+    #: Older→newer cut points per user: cut ``j`` predicts the ``target_fraction`` window
+    #: ending ``j`` windows before the held-out tail from the events before it, so one
+    #: user's adapter sees several drift examples instead of one.
+    cut_points: int = 1
+    #: Weight of cut ``j``'s targets is ``cut_decay ** j``: older cuts count less, since the
+    #: served profile is closest to the latest cut's.
+    cut_decay: float = 1.0
     #: Share of the history held out at the end for early stopping / acceptance.
     holdout_fraction: float = 0.1
     #: Evaluate the held-out tail every this many steps.
@@ -73,7 +80,8 @@ class UserAdapterConfig:
     min_interval_seconds: float = 300.0
     #: Adapter versions kept per user in storage.
     keep_versions: int = 3
-    #: Dtype of stored weights; float16 halves the size (scores move < 1e-3).
+    #: Dtype of stored weights, on disk and in the packed serving store (upcast to float32
+    #: inside the product); float16 halves the size (scores move < 1e-3).
     storage_dtype: StorageDtype = "float16"
     #: Seed of initialisation and negative sampling (per user, batch-independent).
     seed: int = 0
@@ -83,6 +91,7 @@ class UserAdapterConfig:
             "rank",
             "steps",
             "negatives",
+            "cut_points",
             "eval_every",
             "patience",
             "min_events",
@@ -92,7 +101,7 @@ class UserAdapterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"UserAdapterConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("alpha", "lr", "grad_clip"):
+        for name in ("alpha", "lr", "grad_clip", "cut_decay"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"UserAdapterConfig.{name} must be > 0, got {value!r}")

@@ -98,7 +98,12 @@ class UserAdapter:
             if not isinstance(layer, torch.nn.Linear):
                 raise ConfigError(f"LoRA target {m!r} must be an nn.Linear, got {type(layer).__name__}")
             shapes[m] = (layer.in_features, layer.out_features)
-        self.packed_ = PackedAdapters(shapes, max_rank=max_rank or self.config.rank, byte_budget=byte_budget)
+        self.packed_ = PackedAdapters(
+            shapes,
+            max_rank=max_rank or self.config.rank,
+            byte_budget=byte_budget,
+            dtype=torch.float16 if self.config.storage_dtype == "float16" else torch.float32,
+        )
         self._misses: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -341,7 +346,8 @@ class UserAdapter:
         """Logits (n, n_items) for a mixed batch; users without an adapter get the base logits."""
         s = scorer or self.scorer
         with torch.no_grad():
-            return self.user_embeddings(user_ids, x) @ s.item_embeddings.T + s.item_bias
+            # one GEMM with the bias fused in (addmm), as the base-only path does
+            return torch.addmm(s.item_bias, self.user_embeddings(user_ids, x), s.item_embeddings.T)
 
     def peft_model(self, user_ids: Sequence[str]) -> PeftModel:
         """A peft-wrapped copy of the scorer holding these users' resident adapters (by adapter_name)."""

@@ -22,7 +22,7 @@ from sona.lora import (
 )
 from sona.lora._stacked import lora_tower
 from sona.lora._training import _holdout_score
-from tests.lora.conftest import N_ITEMS, World
+from tests.lora.conftest import N_ITEMS, World, make_world
 
 CFG = UserAdapterConfig(steps=20, lr=1e-2, min_interval_seconds=0)
 
@@ -43,18 +43,54 @@ def test_untrained_adapter_equals_base(world: World) -> None:
     torch.testing.assert_close(peft_out, world.scorer(x[:3]), rtol=0, atol=1e-6)
 
 
-def test_batched_training_equals_per_user_peft_reference(world: World) -> None:
-    data = build_training_set(world.events, _users(world), N_ITEMS, CFG, world.inputs)
-    fast = train_batched(world.scorer, data, CFG)
-    slow = train_reference(world.scorer, data, CFG)
+@pytest.mark.parametrize("cut_points", [1, 3])
+def test_batched_training_equals_per_user_peft_reference(world: World, cut_points: int) -> None:
+    cfg = replace(CFG, cut_points=cut_points)
+    data = build_training_set(world.events, _users(world), N_ITEMS, cfg, world.inputs)
+    assert data.x_context.shape[:2] == (len(_users(world)), cut_points)
+    assert data.targets.shape[:2] == (len(_users(world)), cut_points)
+    # the latest cut always has targets; older cuts do for users with enough history
+    assert bool((data.target_weight[:, 0].sum(1) > 0).all())
+    assert bool((data.target_weight[:, -1].sum(1) > 0).any())
+    fast = train_batched(world.scorer, data, cfg)
+    slow = train_reference(world.scorer, data, cfg)
     assert bool(fast.kept.any())
     assert torch.equal(fast.kept, slow.kept)
     assert torch.equal(fast.best_step, slow.best_step)
-    for m in CFG.target_modules:
+    for m in cfg.target_modules:
         torch.testing.assert_close(fast.lora_A[m], slow.lora_A[m], rtol=0, atol=1e-5)
         torch.testing.assert_close(fast.lora_B[m], slow.lora_B[m], rtol=0, atol=1e-5)
     # only adapter weights train: the base model is untouched
     assert all(not p.requires_grad for p in world.scorer.parameters())
+
+
+def test_length_buckets_do_not_change_results() -> None:
+    world = make_world(n_users=140, seed=1)
+    users = _users(world)
+    data = build_training_set(world.events, users, N_ITEMS, CFG, world.inputs)
+    one = train_batched(world.scorer, data, CFG, buckets=1)
+    split = train_batched(world.scorer, data, CFG, buckets=2)  # two groups, each trimmed
+    assert split.user_ids == one.user_ids
+    assert torch.equal(split.kept, one.kept)
+    torch.testing.assert_close(split.best_score, one.best_score, rtol=0, atol=1e-6)
+    torch.testing.assert_close(split.base_score, one.base_score, rtol=0, atol=1e-6)
+
+
+def test_fp16_resident_store_scores_within_1e3_of_fp32(world: World) -> None:
+    users = _users(world)
+    half = UserAdapter(world.scorer, CFG)
+    full = UserAdapter(world.scorer, replace(CFG, storage_dtype="float32"))
+    assert half.packed_.slot_bytes * 2 == full.packed_.slot_bytes
+    data = build_training_set(world.events, users, N_ITEMS, CFG, world.inputs)
+    result = train_batched(world.scorer, data, CFG)
+    for row in torch.nonzero(result.kept).flatten().tolist():
+        half.activate(result.weights(row))
+        full.activate(result.weights(row))
+    assert len(half.packed_) >= 3
+    x = world.inputs(world.events, users)
+    got, ref = half.tower_logits(users, x), full.tower_logits(users, x)
+    assert not torch.equal(got, world.scorer(x))  # the adapters do act
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-3)
 
 
 def test_exported_weights_score_identically_through_peft(world: World, tmp_path: Path) -> None:
