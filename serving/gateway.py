@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -213,6 +214,7 @@ class Gateway:
 
     def __init__(self) -> None:
         self.parts = build_gateway(load_settings())
+        gc.freeze()  # the start-up heap is permanent; keep full GC passes off the request path
         _shell.state.inner = self.parts.app
         _shell.mount("/", self.parts.app)
 
