@@ -23,7 +23,9 @@ LoRA hooks (``sona.lora`` builds on these; nothing here imports it eagerly):
 - ``adapters_`` (None by default). When set and ``use_adapter`` is true, the
   tower logits of a batch come from
   ``adapters_.tower_logits(user_ids, x, scorer_)`` instead of ``scorer_(x)``,
-  and ``score_components`` reports the difference as ``adapter_delta``.
+  and ``score_components`` reports the difference as ``adapter_delta``. An
+  adapter set that also has ``resident_logits(user_ids, x, scorer_) -> (rows,
+  logits)`` is asked only for the rows of users with an adapter (the fast path).
 - ``scorer_``: the :class:`~sona.models.TowerScorer`; its tower's ``fc1`` and
   ``fc2`` are the adapter targets.
 - ``tower_inputs(user_ids, context)``: the exact (batch, in_dim) tensor the
@@ -108,6 +110,14 @@ _CHUNK = 1024
 _VIEW_COLUMNS = ("completion_rate", "rating", "dismissed")
 #: Weights of the sources the uncalibrated squash normalizes the fused score by.
 _SQUASH_WEIGHTS = ("w_collaborative", "w_tower", "w_content", "w_graph", "w_genre", "w_popularity")
+
+
+def _csr_rows(m: sp.csr_matrix, rows: npt.NDArray[np.int64]) -> sp.csr_matrix:
+    """``m[rows]`` for read-only use; one row is a slice, half the cost of fancy indexing per request."""
+    if len(rows) == 1:
+        i = int(rows[0])
+        return m[i : i + 1]
+    return m[rows]
 
 
 class Sona:
@@ -408,23 +418,42 @@ class Sona:
 
     def _tower_logits(
         self, user_ids: Sequence[str], x: npt.NDArray[np.float32], use_adapter: bool
-    ) -> tuple[npt.NDArray[np.float32], torch.Tensor | None, torch.Tensor | None]:
-        """Base user embeddings; with an attached adapter set, also adapted and base logits.
+    ) -> tuple[npt.NDArray[np.float32], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Base user embeddings; with resident adapters, also the adapted and base logits of their rows.
 
-        The base tower's logits are not materialized otherwise: they enter the
-        fused score through :class:`~sona.models.ItemTables` (one GEMM). Adapted
-        logits come, batched, from ``adapters_.tower_logits`` (the LoRA hook).
+        The base tower runs once per batch. Its logits are not materialized for
+        users without an adapter: they enter the fused score through
+        :class:`~sona.models.ItemTables` (one GEMM). Rows with an adapter get
+        adapted logits from ``adapters_.resident_logits`` (the LoRA hook; users
+        without one are skipped entirely) and base logits from the same base
+        embeddings. Returns ``(base, adapted, base_logits, rows)``; ``rows`` None
+        means the logits cover every row (adapter sets with only ``tower_logits``).
         """
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            base = self.scorer_.user_embedding(xt).numpy()
-            if not (use_adapter and self.adapters_ is not None):
-                return base, None, None
+            base_t = self.scorer_.user_embedding(xt)
+            base = base_t.numpy()
+            adapters = self.adapters_
+            if not (use_adapter and adapters is not None):
+                return base, None, None, None
+            ids = [str(u) for u in user_ids]
             lock = self.__dict__.setdefault("_adapter_lock", threading.Lock())
-            with lock:  # adapter sets load lazily; batch workers take turns
-                got = self.adapters_.tower_logits([str(u) for u in user_ids], xt, self.scorer_)
-            got = got.detach() if isinstance(got, torch.Tensor) else torch.from_numpy(np.asarray(got))
-            return base, got.to(torch.float32), self.scorer_(xt)
+            resident = getattr(adapters, "resident_logits", None)
+            if resident is None:  # any object with the documented tower_logits hook
+                with lock:  # adapter sets load lazily; batch workers take turns
+                    got = adapters.tower_logits(ids, xt, self.scorer_)
+                got = got.detach() if isinstance(got, torch.Tensor) else torch.from_numpy(np.asarray(got))
+                return base, got.to(torch.float32), self._base_logits(base_t), None
+            with lock:
+                rows, got = resident(ids, xt, self.scorer_)
+            if not len(rows):
+                return base, None, None, None
+            return base, got.detach().to(torch.float32), self._base_logits(base_t[rows]), rows
+
+    def _base_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """``scorer_(x)`` from already computed base embeddings (the same ops, so the same bits)."""
+        sc = self.scorer_
+        return emb @ sc.item_embeddings.T + sc.item_bias
 
     def _item_tables(self) -> ItemTables:
         """Item-side fusion state, rebuilt whenever a learned table it derives from was replaced or edited."""
@@ -480,13 +509,13 @@ class Sona:
         cfg, st = self.config, self.state_
         known = rows >= 0
         r = np.maximum(rows, 0)
-        w_rows = st.weights[r]
+        w_rows = _csr_rows(st.weights, r)
         if not known.all():
             w_rows = (sp.diags(known.astype(np.float32)) @ w_rows).tocsr()
-        base = adapted = base_logits = None
+        base = adapted = base_logits = adapter_rows = None
         if cfg.w_tower or detail:
             x = self._tower_inputs_rows(rows, context)
-            base, adapted, base_logits = self._tower_logits(user_ids, x, use_adapter)
+            base, adapted, base_logits, adapter_rows = self._tower_logits(user_ids, x, use_adapter)
         ctx = None
         if context:
             ctx = context_item_scores(context, self.genre_matrix_, self.catalog.genres, self.durations_)
@@ -501,6 +530,7 @@ class Sona:
             weights=self._fusion_weights(),
             adapted=adapted,
             base_logits=base_logits,
+            adapter_rows=adapter_rows,
             context=ctx,
             detail=detail,
             out=out,
@@ -603,7 +633,7 @@ class Sona:
             cold_block = ranking[ct].clone()
             ranking[ct] = torch.from_numpy(self.cold_rank_)
         if exclude_watched and known.any():
-            seen = st.seen[np.maximum(rows, 0)]
+            seen = _csr_rows(st.seen, np.maximum(rows, 0))
             if not known.all():
                 seen = (sp.diags(known.astype(np.float32)) @ seen).tocsr()
                 seen.eliminate_zeros()
@@ -736,7 +766,7 @@ class Sona:
         best = top_sources({n: v[0][ok] for n, v in parts.items()}, explored=bool(exp[0]))
         based = because(
             self.catalog,
-            self.state_.weights[self.user_index_[uid]],
+            _csr_rows(self.state_.weights, np.array([self.user_index_[uid]])),
             items,
             best,
             content_unit=self.content_unit_,

@@ -349,6 +349,29 @@ class UserAdapter:
             # one GEMM with the bias fused in (addmm), as the base-only path does
             return torch.addmm(s.item_bias, self.user_embeddings(user_ids, x), s.item_embeddings.T)
 
+    def resident_logits(
+        self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of the batch whose user has a resident adapter, and those rows' adapted logits.
+
+        The serving hot path: users without an adapter are left out entirely (no
+        tower pass, no logits), so the caller keeps their base-model scores as they are.
+        Returns ``(rows, logits)`` with ``rows`` (m,) long and ``logits`` (m, n_items).
+        """
+        if len(user_ids) != x.shape[0]:
+            raise ConfigError(f"{len(user_ids)} user ids for {x.shape[0]} input rows")
+        s = scorer or self.scorer
+        self._ensure_loaded(user_ids)
+        slots = self.packed_.slots(user_ids)
+        rows = torch.nonzero(slots).flatten()
+        with torch.no_grad():
+            if not len(rows):
+                return rows, torch.empty((0, s.item_bias.shape[0]), dtype=torch.float32)
+            a, b = self.packed_.gather(slots[rows])
+            emb = lora_tower(self.scorer.tower, x[rows], a, b, 1.0)
+            # one GEMM with the bias fused in (addmm), exactly as tower_logits computes it
+            return rows, torch.addmm(s.item_bias, emb, s.item_embeddings.T)
+
     def peft_model(self, user_ids: Sequence[str]) -> PeftModel:
         """A peft-wrapped copy of the scorer holding these users' resident adapters (by adapter_name)."""
         names = [adapter_name(u) for u in user_ids]

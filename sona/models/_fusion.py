@@ -158,6 +158,7 @@ class ItemTables:
         context: npt.NDArray[np.float32] | None = None,
         detail: bool = False,
         out: torch.Tensor | None = None,
+        adapter_rows: torch.Tensor | None = None,
     ) -> FusedBatch:
         """Fused scores of a batch of users.
 
@@ -173,6 +174,9 @@ class ItemTables:
             (b, n_items) adapted and base tower logits (the LoRA path). Rows where
             they differ get ``w_tower * (z(adapted) - z(base))`` added, so users
             without an adapter score bit for bit as with no adapters at all.
+        adapter_rows
+            (m,) batch rows that ``adapted`` and ``base_logits`` (then (m, n_items))
+            belong to; None means every row. Lets callers skip users without an adapter.
         context
             (n_items,) request-context prior, or None.
         detail
@@ -243,10 +247,11 @@ class ItemTables:
             block = torch.zeros((b, self.n_items), dtype=torch.float32)
         delta: torch.Tensor | None = None
         if adapted is not None and base_logits is not None and (w.tower or detail):
-            changed = np.flatnonzero((adapted != base_logits).any(dim=1).numpy())
+            changed = torch.from_numpy(np.flatnonzero((adapted != base_logits).any(dim=1).numpy()))
             if len(changed):
-                rows = torch.from_numpy(changed)
-                d = (_standardize(adapted[rows]) - _standardize(base_logits[rows])).mul_(float(w.tower))
+                sub = changed if len(changed) < len(adapted) else slice(None)
+                rows = changed if adapter_rows is None else adapter_rows[changed]
+                d = (_standardize(adapted[sub]) - _standardize(base_logits[sub])).mul_(float(w.tower))
                 block.index_add_(0, rows, d)
                 if detail:
                     delta = torch.zeros((b, self.n_items), dtype=torch.float32)
