@@ -10,9 +10,15 @@ process memory, so a second worker would serve a different engine.
 
 from __future__ import annotations
 
-import gc
+import os
 
-import bentoml
+# Single requests run tiny tensor ops, where a second intra-op thread only adds
+# synchronisation jitter (p50 5.6 -> 4.6 ms measured). It must be set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import gc  # noqa: E402
+
+import bentoml  # noqa: E402
 
 from serving._api import attach_state, create_app
 from serving._state import ServiceState, build_state
