@@ -42,6 +42,7 @@ from playback_bridge import (
 from serving import _api as sona_api
 from serving import discovery, playback
 from serving._errors import install_error_handlers
+from serving._shell import make_shell
 from serving._state import ServiceState, build_state
 from sona import Settings, SonaError, UserProfile, load_settings
 from sona.search import MiniLMEmbedder, SearchIndex
@@ -193,18 +194,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     return GatewayParts(app=app, state=state, sink=sink, index=index)
 
 
-@contextlib.asynccontextmanager
-async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
-    # BentoML runs the lifespan of the app it was given; the real app is built in __init__.
-    inner: FastAPI | None = getattr(shell.state, "inner", None)
-    if inner is None:
-        yield
-        return
-    async with inner.router.lifespan_context(inner):
-        yield
-
-
-_shell = FastAPI(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+_shell = make_shell()
 
 
 @bentoml.service(name="sona-gateway", workers=1, traffic={"timeout": 60})

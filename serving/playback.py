@@ -43,6 +43,7 @@ from playback_bridge import (
 )
 from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
+from serving._shell import make_shell
 from sona import NotFoundError, Settings, load_settings
 
 __all__ = ["PlaybackService", "build_app", "create_app"]
@@ -268,18 +269,7 @@ def build_app(settings: Settings) -> FastAPI:
     )
 
 
-@contextlib.asynccontextmanager
-async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
-    # BentoML runs the lifespan of the mounted shell; the real app is built in __init__.
-    inner: FastAPI | None = getattr(shell.state, "inner", None)
-    if inner is None:
-        yield
-        return
-    async with inner.router.lifespan_context(inner):
-        yield
-
-
-_shell = FastAPI(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+_shell = make_shell()
 
 
 @bentoml.service(name="playback", traffic={"timeout": 10})
