@@ -36,20 +36,24 @@ __all__ = ["BaseModelParams", "TrainedBase", "train_base_model"]
 
 @dataclass(frozen=True, slots=True)
 class BaseModelParams:
-    """Training hyperparameters (validated by the engine's config)."""
+    """Training hyperparameters.
 
-    dim: int = 64
-    hidden_dim: int = 256
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    input_dropout: float = 0.3
-    cut_low: float = 0.5
-    reconstruct_share: float = 0.3
-    seed: int = 0
-    progress: bool = True
-    threads: int = 1
+    No defaults on purpose: they come from :class:`~sona.models.SonaConfig`
+    (fields of the same name), the one place defaults and validation live.
+    """
+
+    dim: int
+    hidden_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    input_dropout: float
+    cut_low: float
+    reconstruct_share: float
+    seed: int
+    progress: bool
+    threads: int
 
 
 @dataclass(slots=True)
