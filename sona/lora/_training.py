@@ -11,7 +11,8 @@ exact oracle for :func:`train_batched`.
 
 The objective is drift prediction: from the profile built on a user's older
 titles (``x_context``), rank the user's more recent titles (``targets``) above
-sampled unseen titles. Every ``eval_every`` steps the held-out tail is ranked
+the titles they have not seen (all of them, by a softmax; or sampled ones, by
+BPR/BCE). Every ``eval_every`` steps the held-out tail is ranked
 from the profile of the whole training part (``x_eval``), as at serving time;
 each user keeps the best step, and a user whose tail never improves keeps no
 adapter. The tail judges, and the result holds, the adapter *shrunk* toward the
@@ -183,15 +184,24 @@ def _init(
 
 
 def _loss(
-    logits: torch.Tensor, data: TrainingSet, negatives: torch.Tensor, config: UserAdapterConfig
+    logits: torch.Tensor, data: TrainingSet, negatives: torch.Tensor | None, config: UserAdapterConfig
 ) -> torch.Tensor:
-    """Sum over users of each user's weighted mean pair loss over all cut points.
+    """Sum over users of each user's weighted mean loss over all cut points' targets.
 
-    logits (n, K, n_items); targets/weights (n, K, P); negatives (n, K, P, m).
+    logits (n, K, n_items); targets/weights (n, K, P); negatives (n, K, P, m), None for softmax.
+    Softmax: ``-log p(target)`` among the target and every title outside the user's
+    history, i.e. ``softplus(logsumexp(unseen) - s_target)``; other history titles
+    (context, other targets, tail) are neither positives nor negatives.
     """
-    n = logits.shape[0]
     w = data.target_weight
     s_pos = logits.gather(2, data.targets)
+    if config.loss == "softmax":
+        z = logits / float(config.temperature)
+        unseen = z.masked_fill(data.history.unsqueeze(1), float("-inf")).logsumexp(-1, keepdim=True)
+        per_target = F.softplus(unseen - s_pos / float(config.temperature))
+        return ((per_target * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1e-8)).sum()
+    assert negatives is not None
+    n = logits.shape[0]
     neg = negatives.flatten(2)
     s_neg = logits.gather(2, neg).view_as(negatives)
     valid = (~data.history.gather(1, neg.view(n, -1))).view_as(negatives).to(logits.dtype)
@@ -204,6 +214,15 @@ def _loss(
         negl = (F.softplus(s_neg) * wn).sum((1, 2, 3)) / negatives.shape[-1]
         per_user = (pos + negl) / w.sum((1, 2)).clamp_min(1e-8)
     return per_user.sum()
+
+
+def _sampled(
+    seeds: torch.Tensor, step: int, data: TrainingSet, config: UserAdapterConfig
+) -> torch.Tensor | None:
+    """This step's sampled negatives, or None when the loss needs none (softmax)."""
+    if config.loss == "softmax":
+        return None
+    return _negatives(seeds, step, (*data.targets.shape[1:], config.negatives), data.history.shape[1])
 
 
 @torch.no_grad()
@@ -303,7 +322,7 @@ def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConf
     scorer.eval()
     for p in scorer.parameters():
         p.requires_grad_(False)
-    n, n_items = len(data), data.history.shape[1]
+    n = len(data)
     seeds = _seeds(data.user_ids, config.seed)
     a0, b0 = _init(scorer, config, seeds)
     params = [t.requires_grad_(True) for t in (*a0.values(), *b0.values())]
@@ -311,7 +330,6 @@ def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConf
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaling = config.scaling
     x_ctx = data.x_context
-    neg_shape = (*data.targets.shape[1:], config.negatives)
 
     shrink = float(config.shrinkage)
 
@@ -332,7 +350,7 @@ def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConf
     for step in range(1, config.steps + 1):
         emb = lora_tower(scorer.tower, x_ctx, a, b, scaling, dropout=config.dropout, training=True)
         logits = _served(_logits(scorer, emb), data, data.offset_context)
-        loss = _loss(logits, data, _negatives(seeds, step, neg_shape, n_items), config)
+        loss = _loss(logits, data, _sampled(seeds, step, data, config), config)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         _clip_per_user([p.grad for p in params if p.grad is not None], config.grad_clip)
@@ -400,7 +418,6 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
     model.eval()
     seeds = _seeds(data.user_ids, config.seed)
     a_init, _ = _init(scorer, config, seeds)
-    n_items = data.history.shape[1]
     out_a: dict[str, list[torch.Tensor]] = {m: [] for m in config.target_modules}
     out_b: dict[str, list[torch.Tensor]] = {m: [] for m in config.target_modules}
     bases, bests, steps_best = [], [], []
@@ -430,8 +447,7 @@ def train_reference(scorer: TowerScorer, data: TrainingSet, config: UserAdapterC
             logits = _served(
                 model(one.x_context), one, one.offset_context
             )  # eval mode: the base tower's own dropout stays off
-            neg = _negatives(seeds[row : row + 1], step, (*one.targets.shape[1:], config.negatives), n_items)
-            loss = _loss(logits, one, neg, config)
+            loss = _loss(logits, one, _sampled(seeds[row : row + 1], step, one, config), config)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)

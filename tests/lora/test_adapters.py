@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,9 +44,9 @@ def test_untrained_adapter_equals_base(world: World) -> None:
     torch.testing.assert_close(peft_out, world.scorer(x[:3]), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("cut_points", [1, 3])
-def test_batched_training_equals_per_user_peft_reference(world: World, cut_points: int) -> None:
-    cfg = replace(CFG, cut_points=cut_points)
+@pytest.mark.parametrize(("cut_points", "loss"), [(1, "softmax"), (3, "softmax"), (1, "bpr"), (1, "bce")])
+def test_batched_training_equals_per_user_peft_reference(world: World, cut_points: int, loss: str) -> None:
+    cfg = replace(CFG, cut_points=cut_points, loss=loss)
     data = build_training_set(world.events, _users(world), N_ITEMS, cfg, world.inputs)
     assert data.x_context.shape[:2] == (len(_users(world)), cut_points)
     assert data.targets.shape[:2] == (len(_users(world)), cut_points)
@@ -117,6 +118,29 @@ def test_exported_weights_score_identically_through_peft(world: World, tmp_path:
     with torch.no_grad():
         torch.testing.assert_close(loaded(x[row : row + 1]), batched[row : row + 1], rtol=0, atol=1e-5)
     assert not torch.allclose(batched[row], world.scorer(x[row : row + 1])[0])
+
+
+def test_scoring_scratch_is_safe_across_batch_sizes_threads_and_out(world: World) -> None:
+    """Gathered adapters live in reused per-thread buffers: no batch may see another's rows."""
+    users = _users(world)
+    x = world.inputs(world.events, users)
+    adapters = UserAdapter(world.scorer, CFG)
+    result = adapters.fit(build_training_set(world.events, users, N_ITEMS, CFG, world.inputs), save=False)
+    assert int(result.kept.sum()) >= 3
+    one_by_one = torch.cat([adapters.tower_logits([u], x[i : i + 1]) for i, u in enumerate(users)])
+    torch.testing.assert_close(adapters.tower_logits(users, x), one_by_one, rtol=0, atol=1e-5)
+    buf = torch.empty_like(one_by_one)
+    got = adapters.tower_logits(users, x, out=buf)
+    assert got.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(buf, one_by_one, rtol=0, atol=1e-5)
+
+    def chunk(start: int) -> tuple[int, torch.Tensor]:
+        rows = list(range(start, len(users), 3))
+        return start, adapters.tower_logits([users[i] for i in rows], x[rows])
+
+    with ThreadPoolExecutor(3) as pool:
+        for start, logits in pool.map(chunk, [0, 1, 2] * 20):
+            torch.testing.assert_close(logits, one_by_one[start::3], rtol=0, atol=1e-5)
 
 
 def test_float16_storage_stays_within_tolerance(world: World, tmp_path: Path) -> None:
