@@ -337,17 +337,29 @@ class UserAdapter:
         with torch.no_grad():
             if not bool(slots.any()):
                 return self.scorer.tower(x)
-            a, b = self.packed_.gather(slots)
+            a, b = self.packed_.gather(slots, reuse=True)
             return lora_tower(self.scorer.tower, x, a, b, 1.0)
 
     def tower_logits(
-        self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
+        self,
+        user_ids: Sequence[str],
+        x: torch.Tensor,
+        scorer: TowerScorer | None = None,
+        *,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (n, n_items) for a mixed batch; users without an adapter get the base logits."""
+        """Logits (n, n_items) for a mixed batch; users without an adapter get the base logits.
+
+        ``out`` (n, n_items) float32 receives the result when given: a caller scoring
+        batch after batch reuses one buffer instead of page-faulting a fresh one each time.
+        """
         s = scorer or self.scorer
         with torch.no_grad():
             # one GEMM with the bias fused in (addmm), as the base-only path does
-            return torch.addmm(s.item_bias, self.user_embeddings(user_ids, x), s.item_embeddings.T)
+            emb = self.user_embeddings(user_ids, x)
+            if out is None:
+                return torch.addmm(s.item_bias, emb, s.item_embeddings.T)
+            return torch.addmm(s.item_bias, emb, s.item_embeddings.T, out=out)
 
     def resident_logits(
         self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
@@ -367,7 +379,7 @@ class UserAdapter:
         with torch.no_grad():
             if not len(rows):
                 return rows, torch.empty((0, s.item_bias.shape[0]), dtype=torch.float32)
-            a, b = self.packed_.gather(slots[rows])
+            a, b = self.packed_.gather(slots[rows], reuse=True)
             emb = lora_tower(self.scorer.tower, x[rows], a, b, 1.0)
             # one GEMM with the bias fused in (addmm), exactly as tower_logits computes it
             return rows, torch.addmm(s.item_bias, emb, s.item_embeddings.T)
