@@ -11,28 +11,21 @@ import pandas as pd
 from sona.errors import DataError, ValidationError
 from sona.events import validate_events
 
-__all__ = ["evaluate", "ranking_metrics"]
+__all__ = ["evaluate", "per_user_metrics", "ranking_metrics"]
 
 
 class _Ranker(Protocol):
     def recommend_batch(self, user_ids: Sequence[str], k: int = 10, **kwargs: object) -> pd.DataFrame: ...
 
 
-def ranking_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, k: int, n_items: int) -> dict[str, float]:
-    """Precision, recall, NDCG, hit rate at ``k`` and catalogue coverage.
+def per_user_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, k: int) -> pd.DataFrame:
+    """One row per user in ``relevant``: ``hits``, ``precision``, ``recall``, ``ndcg`` at ``k``.
 
-    ``recs`` has ``user_id, rank, content_id`` (rank 1 = best); ``relevant``
-    has ``user_id, content_id`` (duplicates ignored). Averages run over the
-    users in ``relevant``; a user without recommendations scores 0.
-
-    - precision = hits / k
-    - recall = hits / |relevant|
-    - NDCG = sum over hits of 1/log2(rank + 1), divided by the ideal
-      sum over ranks 1..min(k, |relevant|)
-    - hit rate = share of users with at least one hit
-    - coverage = distinct recommended titles / ``n_items``
+    The per-user values behind :func:`ranking_metrics` (same definitions), for
+    paired comparisons: two rankings of the same users differ by the mean of
+    the per-user differences, with a standard error from their spread.
     """
-    if k <= 0:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValidationError("k", f"must be a positive integer, got {k!r}")
     rel = relevant[["user_id", "content_id"]].astype(str).drop_duplicates()
     if len(rel) == 0:
@@ -50,13 +43,39 @@ def ranking_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, k: int, n_items:
     )
     discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
     idcg = discounts[np.minimum(n_rel, k).astype(np.int64) - 1]
-    shown = r[r["user_id"].isin(users)]
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "hits": n_hits,
+            "precision": n_hits / k,
+            "recall": n_hits / n_rel,
+            "ndcg": dcg / idcg,
+        }
+    )
+
+
+def ranking_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, k: int, n_items: int) -> dict[str, float]:
+    """Precision, recall, NDCG, hit rate at ``k`` and catalogue coverage.
+
+    ``recs`` has ``user_id, rank, content_id`` (rank 1 = best); ``relevant``
+    has ``user_id, content_id`` (duplicates ignored). Averages run over the
+    users in ``relevant``; a user without recommendations scores 0.
+
+    - precision = hits / k
+    - recall = hits / |relevant|
+    - NDCG = sum over hits of 1/log2(rank + 1), divided by the ideal
+      sum over ranks 1..min(k, |relevant|)
+    - hit rate = share of users with at least one hit
+    - coverage = distinct recommended titles / ``n_items``
+    """
+    per_user = per_user_metrics(recs, relevant, k)
+    shown = recs[(recs["rank"] <= k) & recs["user_id"].astype(str).isin(per_user["user_id"])]
     return {
-        "precision": float(np.mean(n_hits / k)),
-        "recall": float(np.mean(n_hits / n_rel)),
-        "ndcg": float(np.mean(dcg / idcg)),
-        "hit_rate": float(np.mean(n_hits > 0)),
-        "coverage": float(shown["content_id"].nunique() / n_items),
+        "precision": float(per_user["precision"].mean()),
+        "recall": float(per_user["recall"].mean()),
+        "ndcg": float(per_user["ndcg"].mean()),
+        "hit_rate": float((per_user["hits"] > 0).mean()),
+        "coverage": float(shown["content_id"].astype(str).nunique() / n_items),
     }
 
 

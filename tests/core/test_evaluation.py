@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import sona
-from sona.evaluation import EASE, ItemKNN, Pop, evaluate, ranking_metrics, temporal_split
+from sona.evaluation import EASE, ItemKNN, Pop, evaluate, per_user_metrics, ranking_metrics, temporal_split
 
 
 def _recs(rows: list[tuple[str, list[str]]]) -> pd.DataFrame:
@@ -32,6 +32,9 @@ def test_ranking_metrics_match_hand_computation() -> None:
     assert m["coverage"] == pytest.approx(7 / 20)  # x1 x2 x3 y1 y2 y3 z1
     at1 = ranking_metrics(recs, relevant, k=1, n_items=20)
     assert at1["precision"] == pytest.approx(1 / 3) and at1["ndcg"] == pytest.approx(1 / 3)
+    per_user = per_user_metrics(recs, relevant, k=3).set_index("user_id")
+    assert per_user["ndcg"].to_dict() == pytest.approx({"a": ndcg_a, "b": 1.0, "c": 0.0})
+    assert per_user["hits"].to_dict() == {"a": 1, "b": 1, "c": 0}
 
 
 def _frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
