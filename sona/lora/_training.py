@@ -196,9 +196,10 @@ def _loss(
     w = data.target_weight
     s_pos = logits.gather(2, data.targets)
     if config.loss == "softmax":
-        z = logits / float(config.temperature)
+        t = float(config.temperature)
+        z, s_pos = (logits, s_pos) if t == 1.0 else (logits / t, s_pos / t)
         unseen = z.masked_fill(data.history.unsqueeze(1), float("-inf")).logsumexp(-1, keepdim=True)
-        per_target = F.softplus(unseen - s_pos / float(config.temperature))
+        per_target = F.softplus(unseen - s_pos)
         return ((per_target * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1e-8)).sum()
     assert negatives is not None
     n = logits.shape[0]

@@ -44,9 +44,14 @@ def test_untrained_adapter_equals_base(world: World) -> None:
     torch.testing.assert_close(peft_out, world.scorer(x[:3]), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("cut_points", "loss"), [(1, "softmax"), (3, "softmax"), (1, "bpr"), (1, "bce")])
-def test_batched_training_equals_per_user_peft_reference(world: World, cut_points: int, loss: str) -> None:
-    cfg = replace(CFG, cut_points=cut_points, loss=loss)
+@pytest.mark.parametrize(
+    ("cut_points", "loss", "temperature"),
+    [(1, "softmax", 1.0), (3, "softmax", 1.0), (1, "softmax", 0.5), (1, "bpr", 1.0), (1, "bce", 1.0)],
+)
+def test_batched_training_equals_per_user_peft_reference(
+    world: World, cut_points: int, loss: str, temperature: float
+) -> None:
+    cfg = replace(CFG, cut_points=cut_points, loss=loss, temperature=temperature)
     data = build_training_set(world.events, _users(world), N_ITEMS, cfg, world.inputs)
     assert data.x_context.shape[:2] == (len(_users(world)), cut_points)
     assert data.targets.shape[:2] == (len(_users(world)), cut_points)
