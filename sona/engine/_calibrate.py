@@ -10,15 +10,18 @@ means about the next ``TAIL`` share of the user's history.
 
 Notes
 -----
-The shared model was fitted on all events, hidden ones included, so the
-fused scores of hidden titles are slightly optimistic; refitting the base
-model on the head alone would cost a second fit. The test in
-``tests/core/test_calibration.py`` checks the resulting probabilities
-against truly future events.
+With ``config.calibration == "refit"`` the pairs are scored by a second
+engine fitted on the head alone: the served model saw the hidden events, so
+its scores for them run optimistic (in-sample, the top decile predicted 0.089
+where 0.036 came true on ml-100k). ``"in_sample"`` skips the second fit. The
+test in ``tests/core/test_calibration.py`` checks the probabilities against
+truly future events.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from sona.engine import Sona
 
 __all__ = ["TAIL", "fit_calibration"]
+
+log = logging.getLogger(__name__)
 
 #: Share of each user's (chronological) events held out as "next interactions".
 TAIL = 0.1
@@ -55,8 +60,11 @@ def fit_calibration(
 
     ``ev`` and ``w_event`` are ``frame``'s arrays and engagement weights, with
     users at their positions in ``engine.users_``. Deterministic for a given
-    ``config.seed``. Returns None when there are too few held-out titles.
+    ``config.seed``. Returns None when there are too few held-out titles or
+    ``config.calibration`` is ``"off"``.
     """
+    if engine.config.calibration == "off":
+        return None
     n_users, n_items = len(engine.users_), len(engine.catalog)
     counts = np.bincount(ev.user, minlength=n_users)
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -90,14 +98,21 @@ def fit_calibration(
     key_user = keys // n_items
 
     head = frame.loc[~tail]
+    scorer = _head_engine(engine, head) if engine.config.calibration == "refit" else engine
     fused = np.empty(len(keys), dtype=np.float64)
     for lo in range(0, len(users), CHUNK):
         chunk = users[lo : lo + CHUNK]
         ids = [str(u) for u in engine.users_[chunk]]
-        view = engine.training_view(head.loc[head["user_id"].isin(ids)], ids, fixed=True)
+        view = scorer.training_view(head.loc[head["user_id"].isin(ids)], ids, fixed=True)
         with torch.no_grad():
-            block = view.served(engine.scorer_(view.tower_inputs))
+            block = view.served(scorer.scorer_(view.tower_inputs))
         a, b = np.searchsorted(key_user, [chunk[0], chunk[-1] + 1])
         row = np.searchsorted(chunk, key_user[a:b])
         fused[a:b] = block[torch.from_numpy(row), torch.from_numpy(keys[a:b] % n_items)].double().numpy()
     return fit_platt(fused, labels, weights)
+
+
+def _head_engine(engine: Sona, head: pd.DataFrame) -> Sona:
+    """The same configuration fitted on ``head`` only (no calibration of its own, no progress bar)."""
+    config = replace(engine.config, calibration="off", progress=False)
+    return type(engine)(engine.catalog, config).fit(head)

@@ -8,9 +8,10 @@ from typing import Literal
 
 from sona.errors import ConfigError
 
-__all__ = ["CollaborativeKind", "SonaConfig"]
+__all__ = ["CalibrationKind", "CollaborativeKind", "SonaConfig"]
 
 CollaborativeKind = Literal["auto", "ease", "itemknn"]
+CalibrationKind = Literal["refit", "in_sample", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,13 @@ class SonaConfig:
         ``diversity > 0``; ``explore_epsilon`` chance of one exploration slot,
         decaying as ``epsilon * 0.5 ** (n_events / explore_halflife)`` (0 = off,
         the default, so evaluation is pure exploitation).
+    Calibration
+        ``calibration``: how ``score``'s probability map is fitted on each
+        user's last events. ``"refit"`` (default) scores them with a second
+        model fitted without them, so the map is not over-confident (fit takes
+        about twice as long); ``"in_sample"`` scores them with the model
+        itself (faster, optimistic at the top); ``"off"`` keeps the
+        uncalibrated squash.
     Run
         ``seed`` for all randomness; ``progress`` shows a tqdm bar during fit;
         ``train_threads`` torch threads while training (the tensors are small,
@@ -81,6 +89,7 @@ class SonaConfig:
     mmr_candidates: int = 50
     explore_epsilon: float = 0.0
     explore_halflife: float = 20.0
+    calibration: CalibrationKind = "refit"
     seed: int = 0
     progress: bool = True
     train_threads: int = 1
@@ -129,6 +138,10 @@ class SonaConfig:
         if self.collaborative not in ("auto", "ease", "itemknn"):
             raise ConfigError(
                 f"SonaConfig.collaborative must be 'auto', 'ease' or 'itemknn', got {self.collaborative!r}"
+            )
+        if self.calibration not in ("refit", "in_sample", "off"):
+            raise ConfigError(
+                f"SonaConfig.calibration must be 'refit', 'in_sample' or 'off', got {self.calibration!r}"
             )
         if not isinstance(self.progress, bool):
             raise ConfigError(f"SonaConfig.progress must be a boolean, got {self.progress!r}")

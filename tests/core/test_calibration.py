@@ -44,14 +44,14 @@ def test_scores_are_calibrated_on_future_events(split) -> None:
     assert np.concatenate(pos_s).mean() > 3 * np.concatenate(neg_s).mean()
     # aggregate calibration: the mean prediction matches the observed rate within a loose factor
     assert 0.5 < p.mean() / y.mean() < 2.0
-    # binned reliability: higher bins hit more often, and stay within a factor 3 of their prediction
-    # (the fit's validation tail was also in the base model's training data, so it runs optimistic)
+    # binned reliability: higher bins hit more often, and stay within a factor 2 of their prediction
+    # (the map is fitted on scores of a model that never saw the hidden tail: SonaConfig.calibration)
     edges = np.quantile(p, [0.0, 0.5, 0.9, 0.99, 1.0])
     rates = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         b = (p >= lo) & (p <= hi)
         rates.append(y[b].mean())
-        assert y[b].mean() / 3 - 1e-3 <= p[b].mean() <= 3 * y[b].mean() + 1e-3
+        assert y[b].mean() / 2 - 1e-3 <= p[b].mean() <= 2 * y[b].mean() + 1e-3
     assert rates == sorted(rates)
 
 

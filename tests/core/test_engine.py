@@ -233,6 +233,8 @@ def test_bad_inputs_raise_typed_errors(
         engine.observe(events.head(2).assign(completion_rate=1.7))
     with pytest.raises(sona.ConfigError, match="epochs"):
         sona.SonaConfig(epochs=-1)
+    with pytest.raises(sona.ConfigError, match="calibration"):
+        sona.SonaConfig(calibration="isotonic")  # type: ignore[arg-type]
     with pytest.raises(sona.ConfigError, match="w_"):
         engine.reweighted(epochs=3)
     with pytest.raises(sona.StorageError):
