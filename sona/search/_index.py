@@ -227,8 +227,12 @@ class SearchIndex:
 
         Filters are applied before either ranking is cut to its top candidates, so a
         filtered-out title can never take a slot. With a user and a personalizer the
-        order is ``(1 - w)·minmax(rrf) + w·personalizer.score``, ``w`` from the
+        order is ``(1 - w)·minmax(rrf) + w·score / max(score)``, ``w`` from the
         experiment arm (or the config default); without a user, the anonymous order.
+        The personal score is taken relative to the best candidate of the query:
+        a calibrated chance of being watched next is a few percent at most, so
+        raw it could never move a [0, 1] relevance, while the ratio keeps how
+        much more the user wants one candidate than another.
 
         Raises
         ------
@@ -296,7 +300,8 @@ class SearchIndex:
                 personal = np.clip(np.nan_to_num(np.asarray(raw, dtype=np.float64).reshape(-1)), 0.0, 1.0)
                 if personal.shape != items.shape:
                     raise DataError(f"personalizer returned {personal.shape} scores for {items.size} titles")
-                final = (1.0 - weight) * final + weight * personal
+                top = float(personal.max())
+                final = (1.0 - weight) * final + weight * (personal / top if top > 0.0 else personal)
 
         order = np.lexsort((items, -final))
         lo = (page - 1) * page_size
