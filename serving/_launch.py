@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
-__all__ = ["free_port", "serve"]
+__all__ = ["free_port", "launch", "serve"]
 
 SERVICE = "serving.sona_service:SonaService"
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,46 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def launch(
+    service: str,
+    env: Mapping[str, str],
+    *,
+    log: BinaryIO,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 180.0,
+    ready_path: str = "/ready",
+    drop_env: tuple[str, ...] = (),
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``bentoml serve service`` in its own process group until the block ends; yields (process, base URL).
+
+    ``env`` is added to the current environment minus ``drop_env``; output goes
+    to ``log`` (a binary file opened for reading too: its tail goes into errors).
+    Raises ``RuntimeError`` with that tail if the server exits or is not ready
+    at ``ready_path`` within ``timeout`` seconds.
+    """
+    port = port or free_port(host)
+    full_env = {
+        **{k: v for k, v in os.environ.items() if k not in drop_env},
+        "BENTOML_DO_NOT_TRACK": "True",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        **env,
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    cmd = [str(bentoml), "serve", service, "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://{host}:{port}"
+    try:
+        _wait_ready(proc, base, timeout, log, ready_path)
+        yield proc, base
+    finally:
+        _stop(proc)
 
 
 @contextmanager
@@ -51,35 +92,23 @@ def serve(
     Raises ``RuntimeError`` with the server's log tail if it exits or is not ready
     within ``timeout`` seconds.
     """
-    port = port or free_port(host)
-    full_env = {
-        **os.environ,
-        "BENTOML_DO_NOT_TRACK": "True",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        **env,
-    }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", service, "--host", host, "--port", str(port)]
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        base = f"http://{host}:{port}"
-        try:
-            _wait_ready(proc, base, timeout, log, ready_path)
-            yield base
-        finally:
-            _stop(proc)
+    with (
+        tempfile.TemporaryFile(mode="w+b") as log,
+        launch(service, env, log=log, host=host, port=port, timeout=timeout, ready_path=ready_path) as (
+            _,
+            base,
+        ),
+    ):
+        yield base
 
 
-def _tail(log: object) -> str:
-    log.seek(0)  # type: ignore[attr-defined]
-    return log.read().decode(errors="replace")[-4000:]  # type: ignore[attr-defined]
+def _tail(log: BinaryIO) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-4000:]
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], base: str, timeout: float, log: object, ready_path: str = "/ready"
+    proc: subprocess.Popen[bytes], base: str, timeout: float, log: BinaryIO, ready_path: str = "/ready"
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -35,11 +35,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from serving._auth import issue_token
 from serving._engine import find_movielens
-from serving._launch import free_port
+from serving._launch import free_port, launch
 from sona import Settings, Sona, SonaConfig, SonaError, load_settings
 from sona._adapter_run import RunCheckpoint, run_adapter_training
 from sona._datasource import TrainingData, load_training_data, looks_like_movielens
@@ -214,42 +212,15 @@ def _redis(settings: Settings) -> Iterator[str | None]:
 def _gateway(
     env: dict[str, str], host: str, port: int, log_path: Path, timeout: float
 ) -> Iterator[subprocess.Popen[bytes]]:
-    full = {
-        **{k: v for k, v in os.environ.items() if k != "KAFKA_BROKERS"},
-        "BENTOML_DO_NOT_TRACK": "True",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        **env,
-    }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", GATEWAY, "--host", host, "--port", str(port)]
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        base = f"http://{host}:{port}"
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server was not ready after {timeout:.0f} s; see {log_path}")
-            time.sleep(0.3)
+    """The one-port gateway until the block ends; ``KAFKA_BROKERS`` is not passed on (in-process bus)."""
+    with (
+        log_path.open("a+b") as log,
+        launch(GATEWAY, env, log=log, host=host, port=port, timeout=timeout, drop_env=("KAFKA_BROKERS",)) as (
+            proc,
+            _,
+        ),
+    ):
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 def curl_commands(base: str, token: str, result: QuickstartResult, *, playback: bool) -> list[str]:
