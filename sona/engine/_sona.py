@@ -44,7 +44,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -110,6 +110,15 @@ _CHUNK = 1024
 _VIEW_COLUMNS = ("completion_rate", "rating", "dismissed")
 #: Weights of the sources the uncalibrated squash normalizes the fused score by.
 _SQUASH_WEIGHTS = ("w_collaborative", "w_tower", "w_content", "w_graph", "w_genre", "w_popularity")
+
+
+class _Tower(NamedTuple):
+    """The tower's part of a batch: base embeddings and the adapters' (see ``Sona._tower``)."""
+
+    base: npt.NDArray[np.float32] | None
+    adapted_user: npt.NDArray[np.float32] | None = None
+    adapted: torch.Tensor | None = None
+    base_logits: torch.Tensor | None = None
 
 
 def _csr_rows(m: sp.csr_matrix, rows: npt.NDArray[np.int64]) -> sp.csr_matrix:
@@ -416,18 +425,16 @@ class Sona:
     ) -> npt.NDArray[np.float32]:
         return tower_input_rows(self.state_, rows, context)
 
-    def _tower_logits(
-        self, user_ids: Sequence[str], x: npt.NDArray[np.float32], use_adapter: bool
-    ) -> tuple[npt.NDArray[np.float32], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Base user embeddings; with resident adapters, also the adapted and base logits of their rows.
+    def _tower(self, user_ids: Sequence[str], x: npt.NDArray[np.float32], use_adapter: bool) -> _Tower:
+        """Base user embeddings and, with resident adapters, what the fusion needs for their rows.
 
-        The base tower runs once per batch. Its logits are not materialized for
-        users without an adapter: they enter the fused score through
-        :class:`~sona.models.ItemTables` (one GEMM). Rows with an adapter get
-        adapted logits from ``adapters_.resident_logits`` (the LoRA hook; users
-        without one are skipped entirely) and base logits from the same base
-        embeddings. Returns ``(base, adapted, base_logits, rows)``; ``rows`` None
-        means the logits cover every row (adapter sets with only ``tower_logits``).
+        The base tower runs once per batch. Its logits are never materialized:
+        the tower enters the fused score through :class:`~sona.models.ItemTables`
+        (one GEMM). A :class:`~sona.lora.UserAdapter` gives the adapted embeddings
+        of the rows that have an adapter (``resident_embeddings``; users without
+        one are skipped), which replace the base rows in that same GEMM. Adapter
+        sets with only the documented ``tower_logits`` hook give adapted logits
+        instead, compared against base logits of the same embeddings.
         """
         xt = torch.from_numpy(x)
         with torch.no_grad():
@@ -435,20 +442,22 @@ class Sona:
             base = base_t.numpy()
             adapters = self.adapters_
             if not (use_adapter and adapters is not None):
-                return base, None, None, None
+                return _Tower(base)
             ids = [str(u) for u in user_ids]
             lock = self.__dict__.setdefault("_adapter_lock", threading.Lock())
-            resident = getattr(adapters, "resident_logits", None)
+            resident = getattr(adapters, "resident_embeddings", None)
             if resident is None:  # any object with the documented tower_logits hook
                 with lock:  # adapter sets load lazily; batch workers take turns
                     got = adapters.tower_logits(ids, xt, self.scorer_)
                 got = got.detach() if isinstance(got, torch.Tensor) else torch.from_numpy(np.asarray(got))
-                return base, got.to(torch.float32), self._base_logits(base_t), None
+                return _Tower(base, adapted=got.to(torch.float32), base_logits=self._base_logits(base_t))
             with lock:
-                rows, got = resident(ids, xt, self.scorer_)
+                rows, emb = resident(ids, xt)
             if not len(rows):
-                return base, None, None, None
-            return base, got.detach().to(torch.float32), self._base_logits(base_t[rows]), rows
+                return _Tower(base)
+            adapted = base.copy()
+            adapted[rows.numpy()] = emb.detach().to(torch.float32).numpy()
+            return _Tower(base, adapted_user=adapted)
 
     def _base_logits(self, emb: torch.Tensor) -> torch.Tensor:
         """``scorer_(x)`` from already computed base embeddings (the same ops, so the same bits)."""
@@ -512,10 +521,9 @@ class Sona:
         w_rows = _csr_rows(st.weights, r)
         if not known.all():
             w_rows = (sp.diags(known.astype(np.float32)) @ w_rows).tocsr()
-        base = adapted = base_logits = adapter_rows = None
+        tower = _Tower(None)
         if cfg.w_tower or detail:
-            x = self._tower_inputs_rows(rows, context)
-            base, adapted, base_logits, adapter_rows = self._tower_logits(user_ids, x, use_adapter)
+            tower = self._tower(user_ids, self._tower_inputs_rows(rows, context), use_adapter)
         ctx = None
         if context:
             ctx = context_item_scores(context, self.genre_matrix_, self.catalog.genres, self.durations_)
@@ -523,14 +531,14 @@ class Sona:
         if not known.all():  # unknown users: no taste yet, so zero preference and uniform genres
             genre = np.where(known[:, None], genre, np.float32(1.0 / max(genre.shape[1], 1)))
         return self._item_tables().fuse(
-            tower_user=base,
+            tower_user=tower.base,
             preference=np.where(known[:, None], st.preference[r], 0.0).astype(np.float32),
             genre_affinity=genre.astype(np.float32),
             interactions=w_rows,
             weights=self._fusion_weights(),
-            adapted=adapted,
-            base_logits=base_logits,
-            adapter_rows=adapter_rows,
+            adapted_user=tower.adapted_user,
+            adapted=tower.adapted,
+            base_logits=tower.base_logits,
             context=ctx,
             detail=detail,
             out=out,

@@ -361,26 +361,34 @@ class UserAdapter:
                 return torch.addmm(s.item_bias, emb, s.item_embeddings.T)
             return torch.addmm(s.item_bias, emb, s.item_embeddings.T, out=out)
 
-    def resident_logits(
-        self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
+    def resident_embeddings(
+        self, user_ids: Sequence[str], x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of the batch whose user has a resident adapter, and those rows' adapted logits.
+        """Rows of the batch whose user has a resident adapter, and those rows' adapted tower outputs.
 
-        The serving hot path: users without an adapter are left out entirely (no
-        tower pass, no logits), so the caller keeps their base-model scores as they are.
-        Returns ``(rows, logits)`` with ``rows`` (m,) long and ``logits`` (m, n_items).
+        The serving hot path: users without an adapter are left out (no tower
+        pass), and no logits are materialized: the engine puts the adapted
+        embeddings into its fused GEMM in place of the base ones. Returns
+        ``(rows, emb)`` with ``rows`` (m,) long and ``emb`` (m, dim).
         """
         if len(user_ids) != x.shape[0]:
             raise ConfigError(f"{len(user_ids)} user ids for {x.shape[0]} input rows")
-        s = scorer or self.scorer
         self._ensure_loaded(user_ids)
         slots = self.packed_.slots(user_ids)
         rows = torch.nonzero(slots).flatten()
         with torch.no_grad():
             if not len(rows):
-                return rows, torch.empty((0, s.item_bias.shape[0]), dtype=torch.float32)
+                return rows, torch.empty((0, self.scorer.item_embeddings.shape[1]), dtype=torch.float32)
             a, b = self.packed_.gather(slots[rows], reuse=True)
-            emb = lora_tower(self.scorer.tower, x[rows], a, b, 1.0)
+            return rows, lora_tower(self.scorer.tower, x[rows], a, b, 1.0)
+
+    def resident_logits(
+        self, user_ids: Sequence[str], x: torch.Tensor, scorer: TowerScorer | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`resident_embeddings`, with the rows' adapted logits (m, n_items) instead."""
+        s = scorer or self.scorer
+        rows, emb = self.resident_embeddings(user_ids, x)
+        with torch.no_grad():
             # one GEMM with the bias fused in (addmm), exactly as tower_logits computes it
             return rows, torch.addmm(s.item_bias, emb, s.item_embeddings.T)
 

@@ -27,6 +27,7 @@ __all__ = ["FusedBatch", "FusionWeights", "ItemTables", "TrainingView"]
 _EPS = 1e-6  # the sd floor of ``standardize_rows``
 _DENSE = ("tower", "content", "genre_affinity")
 _CONSTANT = ("popularity", "trending")
+_ADAPTED = "tower_adapted"  # key of the adapted tower vectors (same item table as "tower")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +154,12 @@ class ItemTables:
         genre_affinity: npt.NDArray[np.float32],
         interactions: sp.csr_matrix,
         weights: FusionWeights,
+        adapted_user: npt.NDArray[np.float32] | None = None,
         adapted: torch.Tensor | None = None,
         base_logits: torch.Tensor | None = None,
         context: npt.NDArray[np.float32] | None = None,
         detail: bool = False,
         out: torch.Tensor | None = None,
-        adapter_rows: torch.Tensor | None = None,
     ) -> FusedBatch:
         """Fused scores of a batch of users.
 
@@ -170,13 +171,16 @@ class ItemTables:
             (b, d) and (b, n_genres) profile rows.
         interactions
             (b, n_items) CSR engagement rows (zeros for unknown users).
+        adapted_user
+            (b, d) tower embeddings with each row's adapter (rows without one equal
+            ``tower_user``). The tower enters the GEMM with these, z-scored by the
+            same table statistics, so an adapter costs no logits of its own;
+            :meth:`FusedBatch.parts_at` splits them into ``tower`` and ``adapter_delta``.
         adapted, base_logits
-            (b, n_items) adapted and base tower logits (the LoRA path). Rows where
+            (b, n_items) adapted and base tower logits (the LoRA path for adapter
+            sets that only produce logits; prefer ``adapted_user``). Rows where
             they differ get ``w_tower * (z(adapted) - z(base))`` added, so users
             without an adapter score bit for bit as with no adapters at all.
-        adapter_rows
-            (m,) batch rows that ``adapted`` and ``base_logits`` (then (m, n_items))
-            belong to; None means every row. Lets callers skip users without an adapter.
         context
             (n_items,) request-context prior, or None.
         detail
@@ -191,6 +195,8 @@ class ItemTables:
         vectors = {"content": preference, "genre_affinity": genre_affinity}
         if tower_user is not None:
             vectors["tower"] = np.hstack([tower_user, ones])
+            if adapted_user is not None:
+                vectors[_ADAPTED] = np.hstack([adapted_user, ones])
         wmap = {"tower": w.tower, "content": w.content, "genre_affinity": w.genre_affinity}
         scale: dict[str, npt.NDArray[np.float64]] = {}
         mean: dict[str, npt.NDArray[np.float64]] = {}
@@ -198,14 +204,18 @@ class ItemTables:
         for name in _DENSE:
             if not (wmap[name] or detail) or name not in vectors:
                 continue
-            t, v = self.tables[name], vectors[name].astype(np.float64)
-            mu = v @ t.mean
-            sd = np.sqrt(np.maximum(((v @ t.cov) * v).sum(axis=1), 0.0))
-            scale[name] = wmap[name] / np.maximum(sd, _EPS)
-            mean[name] = mu
+            t = self.tables[name]
+            for key in (name, _ADAPTED) if name == "tower" and _ADAPTED in vectors else (name,):
+                v = vectors[key].astype(np.float64)
+                mu = v @ t.mean
+                sd = np.sqrt(np.maximum(((v @ t.cov) * v).sum(axis=1), 0.0))
+                scale[key] = wmap[name] / np.maximum(sd, _EPS)
+                mean[key] = mu
         gemm = [n for n in _DENSE if n in scale and wmap[n]]
+        # the GEMM's key per table: the tower goes in with each row's adapter when there is one
+        key_of = {n: _ADAPTED if n == "tower" and _ADAPTED in scale else n for n in gemm}
         for n in gemm:
-            offset -= scale[n] * mean[n]
+            offset -= scale[key_of[n]] * mean[key_of[n]]
         consts = [n for n in _CONSTANT if getattr(w, n)]
         names = (*gemm, *consts)
 
@@ -230,8 +240,8 @@ class ItemTables:
 
         if names:
             coef = [
-                (vectors[n] * scale[n][:, None]).astype(np.float32)
-                if n in vectors
+                (vectors[key_of[n]] * scale[key_of[n]][:, None]).astype(np.float32)
+                if n in key_of
                 else np.full((b, 1), getattr(w, n), dtype=np.float32)
                 for n in names
             ]
@@ -250,7 +260,7 @@ class ItemTables:
             changed = torch.from_numpy(np.flatnonzero((adapted != base_logits).any(dim=1).numpy()))
             if len(changed):
                 sub = changed if len(changed) < len(adapted) else slice(None)
-                rows = changed if adapter_rows is None else adapter_rows[changed]
+                rows = changed
                 d = (_standardize(adapted[sub]) - _standardize(base_logits[sub])).mul_(float(w.tower))
                 block.index_add_(0, rows, d)
                 if detail:
@@ -319,10 +329,11 @@ class FusedBatch:
         ct = torch.from_numpy(cols)
         out: dict[str, npt.NDArray[np.float32]] = {}
 
-        def dense(name: str) -> npt.NDArray[np.float32]:
+        def dense(name: str, key: str | None = None) -> npt.NDArray[np.float32]:
+            key = key or name
             items = t.tables[name].items[cols]  # (b, m, d)
-            raw = np.einsum("bd,bmd->bm", self.vectors[name].astype(np.float64), items)
-            return (self.scale[name][:, None] * (raw - self.mean[name][:, None])).astype(np.float32)
+            raw = np.einsum("bd,bmd->bm", self.vectors[key].astype(np.float64), items)
+            return (self.scale[key][:, None] * (raw - self.mean[key][:, None])).astype(np.float32)
 
         def sparse(name: str) -> npt.NDArray[np.float32]:
             raw = self.sparse_raw[name].gather(1, ct).double().numpy()
@@ -332,7 +343,9 @@ class FusedBatch:
             out["collaborative"] = sparse("collaborative")
         tower = dense("tower")
         out["tower"] = tower
-        if self.adapter_delta is not None:
+        if _ADAPTED in self.scale:
+            out["adapter_delta"] = dense("tower", _ADAPTED) - tower
+        elif self.adapter_delta is not None:
             out["adapter_delta"] = self.adapter_delta.gather(1, ct).numpy()
         else:
             out["adapter_delta"] = np.zeros_like(tower)
