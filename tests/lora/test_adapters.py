@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from peft import PeftModel
@@ -45,14 +46,30 @@ def test_untrained_adapter_equals_base(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cut_points", "loss", "temperature"),
-    [(1, "softmax", 1.0), (3, "softmax", 1.0), (1, "softmax", 0.5), (1, "bpr", 1.0), (1, "bce", 1.0)],
+    ("cut_points", "loss", "temperature", "fused"),
+    [
+        (1, "softmax", 1.0, False),
+        (3, "softmax", 1.0, True),
+        (1, "softmax", 0.5, True),
+        (1, "bpr", 1.0, True),
+        (1, "bce", 1.0, False),
+    ],
 )
 def test_batched_training_equals_per_user_peft_reference(
-    world: World, cut_points: int, loss: str, temperature: float
+    world: World, cut_points: int, loss: str, temperature: float, fused: bool
 ) -> None:
+    """``fused``: trained on ``offset + w * zscore(logits)`` as the engine serves (the batched path
+    z-scores from table statistics, the reference directly: both must agree)."""
     cfg = replace(CFG, cut_points=cut_points, loss=loss, temperature=temperature)
-    data = build_training_set(world.events, _users(world), N_ITEMS, cfg, world.inputs)
+    users = _users(world)
+    fixed = torch.randn(len(users), N_ITEMS, generator=torch.Generator().manual_seed(3))
+    rows = {u: i for i, u in enumerate(users)}
+
+    def with_offsets(events: pd.DataFrame, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return world.inputs(events, ids), fixed[[rows[u] for u in ids]]
+
+    inputs = with_offsets if fused else world.inputs
+    data = build_training_set(world.events, users, N_ITEMS, cfg, inputs, tower_weight=3.0)
     assert data.x_context.shape[:2] == (len(_users(world)), cut_points)
     assert data.targets.shape[:2] == (len(_users(world)), cut_points)
     # the latest cut always has targets; older cuts do for users with enough history
