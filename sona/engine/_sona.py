@@ -160,7 +160,7 @@ class Sona:
         """Train the shared base model on ``events``; replaces anything learned before.
 
         Also fits the score calibration (``calibration_``) on each user's last
-        events, see :meth:`score`.
+        events, see :meth:`score`; by default that takes a second, smaller fit.
 
         Raises
         ------
@@ -568,8 +568,9 @@ class Sona:
         the user's next interactions (roughly the next 10% of their history).
         ``fit`` learns it by Platt scaling, ``sigmoid(a * fused + b)`` with
         ``a > 0``, on each user's last 10% of training events against
-        their unseen titles; being monotone in the fused score it never changes
-        a ranking. It is calibrated for the fusion weights it was fitted with
+        their unseen titles, as scored by a second model fitted without them
+        (``SonaConfig.calibration``); being monotone in the fused score it never
+        changes a ranking. It is calibrated for the fusion weights it was fitted with
         (``reweighted`` copies keep the map). Engines saved before calibration
         existed use a fixed monotone squash instead.
 
