@@ -160,7 +160,7 @@ class Sona:
         """Train the shared base model on ``events``; replaces anything learned before.
 
         Also fits the score calibration (``calibration_``) on each user's last
-        events, see :meth:`score`; by default that takes a second, smaller fit.
+        events, see :meth:`score`; by default that takes a second fit on the rest.
 
         Raises
         ------
