@@ -254,10 +254,6 @@ def _clip_per_user(grads: list[torch.Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
-def _logits(scorer: TowerScorer, emb: torch.Tensor) -> torch.Tensor:
-    return emb @ scorer.item_embeddings.T + scorer.item_bias
-
-
 def _served(raw: torch.Tensor, data: TrainingSet, offset: torch.Tensor | None) -> torch.Tensor:
     """What ranking sees: raw tower logits, or the fused score around them (see TrainingSet)."""
     if offset is None:
@@ -268,7 +264,7 @@ def _served(raw: torch.Tensor, data: TrainingSet, offset: torch.Tensor | None) -
 
 
 class _ServedScore:
-    """``_served(_logits(scorer, emb), ...)`` without z-scoring an (n, K, n_items) block.
+    """``_served(tower logits of emb, ...)`` without z-scoring an (n, K, n_items) block.
 
     A row of logits is linear in ``v = [emb, 1]`` against the table ``T = [E, b]``,
     so its mean over titles is ``v·m`` and its variance ``vᵀ S v`` (``m``, ``S``:
