@@ -20,7 +20,6 @@ truly future events.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
     from sona.engine import Sona
 
 __all__ = ["TAIL", "fit_calibration"]
-
-log = logging.getLogger(__name__)
 
 #: Share of each user's (chronological) events held out as "next interactions".
 TAIL = 0.1

@@ -171,13 +171,12 @@ class PackedAdapters:
 
     def _buffers(self, n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """This thread's float32 scratch of at least ``n`` rows (grown by doubling, never shrunk)."""
-        bufs = getattr(self._scratch, "bufs", None)
-        if bufs is None or next(iter(bufs[0].values())).shape[0] < n:
-            cap = max(n, 2 * next(iter(bufs[0].values())).shape[0]) if bufs is not None else max(n, 16)
-            r = self.max_rank
-            bufs = (
+        cap = getattr(self._scratch, "rows", 0)
+        if cap < n:
+            cap, r = max(n, 2 * cap, 16), self.max_rank
+            self._scratch.rows = cap
+            self._scratch.bufs = (
                 {m: torch.empty(cap, r, i) for m, (i, _) in self.shapes.items()},
                 {m: torch.empty(cap, o, r) for m, (_, o) in self.shapes.items()},
             )
-            self._scratch.bufs = bufs
-        return bufs
+        return self._scratch.bufs

@@ -356,10 +356,7 @@ class UserAdapter:
         s = scorer or self.scorer
         with torch.no_grad():
             # one GEMM with the bias fused in (addmm), as the base-only path does
-            emb = self.user_embeddings(user_ids, x)
-            if out is None:
-                return torch.addmm(s.item_bias, emb, s.item_embeddings.T)
-            return torch.addmm(s.item_bias, emb, s.item_embeddings.T, out=out)
+            return torch.addmm(s.item_bias, self.user_embeddings(user_ids, x), s.item_embeddings.T, out=out)
 
     def resident_embeddings(
         self, user_ids: Sequence[str], x: torch.Tensor
