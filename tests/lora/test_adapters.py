@@ -186,9 +186,7 @@ def test_training_changes_only_the_target_users_scores(world: World) -> None:
     before = adapters.tower_logits(users, x)
     target = users[1]
     summary = adapters.train_users(world.events, [target], inputs=world.inputs, force=True)
-    assert summary.trained == [target] or summary.rejected == [target]
-    if summary.rejected:  # make sure the test exercises a kept adapter
-        pytest.skip("adapter not kept for this seed")
+    assert summary.trained == [target], summary  # the fixture's user 1 keeps its adapter
     after = adapters.tower_logits(users, x)
     changed = (after - before).abs().amax(dim=1) > 0
     assert changed.tolist() == [u == target for u in users]
@@ -220,4 +218,5 @@ def test_adapter_names_are_valid_module_keys_and_unique() -> None:
     names = {adapter_name(u) for u in ("a.b", "a_b", "a/b", "", "ü", "x" * 500)}
     assert len(names) == 6
     assert all("." not in n and "/" not in n and n.isascii() and len(n) < 64 for n in names)
-    assert adapter_name("user.1") == adapter_name("user.1")
+    # stable across processes and releases: stored adapters are found by this name
+    assert adapter_name("user.1") == "u_user_1_6a9dfbe26ebb"
