@@ -7,7 +7,7 @@ catalog owns the mapping and the dense feature matrices derived from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +82,8 @@ class Catalog:
     def from_frame(cls, frame: pd.DataFrame) -> Catalog:
         """Build from a DataFrame with ``content_id`` and ``title``; other columns optional.
 
-        ``genres`` and ``people`` may be lists or ``|``-separated strings.
+        ``genres`` and ``people`` may be lists or ``|``-separated strings;
+        ``metadata`` (a mapping per row) is kept as given.
         """
         if "content_id" not in frame.columns:
             raise ValidationError("content_id", "column is missing")
@@ -97,6 +98,13 @@ class Catalog:
         def opt(v: object) -> object:
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
+        def meta(v: object) -> dict[str, object]:
+            if opt(v) is None:
+                return {}
+            if not isinstance(v, Mapping):
+                raise ValidationError("metadata", f"must be a mapping, got {type(v).__name__}")
+            return dict(v)
+
         items = []
         for row in frame.to_dict("records"):
             year = opt(row.get("release_year"))
@@ -110,11 +118,13 @@ class Catalog:
                     popularity=float(opt(row.get("popularity")) or 0.0),  # type: ignore[arg-type]
                     overview=str(opt(row.get("overview")) or ""),
                     people=seq(row.get("people")),
+                    metadata=meta(row.get("metadata")),
                 )
             )
         return cls(items)
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per title with every field (``metadata`` as a dict); :meth:`from_frame` reverses it."""
         return pd.DataFrame(
             {
                 "content_id": [it.content_id for it in self._items],
@@ -125,6 +135,7 @@ class Catalog:
                 "popularity": [it.popularity for it in self._items],
                 "overview": [it.overview for it in self._items],
                 "people": [list(it.people) for it in self._items],
+                "metadata": [dict(it.metadata) for it in self._items],
             }
         )
 

@@ -52,13 +52,21 @@ def make_event_id(user_id: str, content_id: str, timestamp: datetime, source: st
     return hashlib.sha1(key.encode()).hexdigest()[:32]
 
 
+#: Timestamps must fit the event frame's ``datetime64[ns]`` column (years 1677-2262).
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize(UTC), pd.Timestamp.max.tz_localize(UTC)
+_OUT_OF_RANGE = f"must be between {_TS_MIN.isoformat()} and {_TS_MAX.isoformat()}"
+
+
 def _utc(value: datetime | str | float | int, field_name: str, index: int | None) -> datetime:
     if isinstance(value, bool):
         raise ValidationError(field_name, "must be a timestamp", index=index)
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValidationError(field_name, "must be finite", index=index)
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            value = datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, ValueError, OSError) as exc:
+            raise ValidationError(field_name, f"{_OUT_OF_RANGE}, got {value!r}", index=index) from exc
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -68,7 +76,13 @@ def _utc(value: datetime | str | float | int, field_name: str, index: int | None
         raise ValidationError(field_name, "must be a timestamp", index=index)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field_name, "must be timezone-aware", index=index)
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValidationError(field_name, f"{_OUT_OF_RANGE}, got {value!r}", index=index) from exc
+    if not _TS_MIN <= value <= _TS_MAX:
+        raise ValidationError(field_name, f"{_OUT_OF_RANGE}, got {value.isoformat()}", index=index)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,7 @@ class ViewingEvent:
         for name in ("dismissed", "is_rewatch"):
             if not isinstance(getattr(self, name), bool):
                 raise ValidationError(name, "must be a boolean", index=index)
-        if not self.event_id:
+        if self.event_id is None or not str(self.event_id).strip():  # a blank id counts as none
             set_(
                 self,
                 "event_id",
@@ -211,11 +225,13 @@ def validate_events(frame: pd.DataFrame, *, allow_empty: bool = True) -> pd.Data
             ts = pd.to_datetime(ts, unit="s", utc=True)
         else:
             ts = pd.to_datetime(ts, utc=True, format="mixed")
-    except (ValueError, TypeError, OverflowError) as exc:
+        if ts.isna().any():
+            raise ValidationError("timestamp", "is missing", index=_bad_row(ts.isna()))
+        df["timestamp"] = ts.astype("datetime64[ns, UTC]")  # may be out of bounds: inside the try
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
+        raise ValidationError("timestamp", f"{_OUT_OF_RANGE}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
         raise ValidationError("timestamp", f"cannot be parsed: {exc}") from exc
-    if ts.isna().any():
-        raise ValidationError("timestamp", "is missing", index=_bad_row(ts.isna()))
-    df["timestamp"] = ts.astype("datetime64[ns, UTC]")
 
     def numeric(name: str, default: float | None) -> pd.Series:
         if name not in frame.columns:
@@ -257,14 +273,15 @@ def validate_events(frame: pd.DataFrame, *, allow_empty: bool = True) -> pd.Data
         df["source"] = frame["source"].reset_index(drop=True).fillna("").astype(str).to_numpy(dtype=object)
     else:
         df["source"] = np.full(len(frame), "", dtype=object)
-    if "event_id" in frame.columns and frame["event_id"].notna().all():
-        df["event_id"] = frame["event_id"].reset_index(drop=True).astype(str).to_numpy(dtype=object)
+    given = (
+        frame["event_id"].reset_index(drop=True)
+        if "event_id" in frame.columns
+        else pd.Series([None] * len(frame), dtype=object)
+    )
+    given = given.where(given.isna() | (given.astype(str).str.strip() != ""))  # blank ids: missing too
+    if given.notna().all():
+        df["event_id"] = given.astype(str).to_numpy(dtype=object)
     else:
-        given = (
-            frame["event_id"].reset_index(drop=True)
-            if "event_id" in frame.columns
-            else pd.Series([None] * len(frame))
-        )
         key = (
             df["user_id"]
             + "\x1f"

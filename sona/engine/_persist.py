@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,12 +36,14 @@ import scipy.sparse as sp
 import torch
 
 from sona.catalog import Catalog
-from sona.errors import StorageError
+from sona.errors import SonaError, StorageError
 from sona.events import EVENT_COLUMNS
 from sona.models import PlattScaling, TowerScorer, UserTower
 from sona.models._config import SonaConfig
 
 __all__ = ["SavedEngine", "read_engine", "write_atomic", "write_engine"]
+
+_T = TypeVar("_T")
 
 FORMAT_VERSION = 1
 _TEXT_COLUMNS = ("event_id", "user_id", "content_id", "source")
@@ -74,31 +78,67 @@ def item_arrays(
     return out
 
 
-def write_atomic(directory: str | Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a fresh sibling directory, fsync its files and swap it in as ``directory``."""
-    target = Path(directory).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+def _fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a rename into or out of it) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` into a fresh sibling directory, fsync its files and swap it in as ``directory``.
+
+    An existing copy is moved aside for the swap and moved back when the swap fails, so
+    ``directory`` ends up the complete old or new copy. Any ``OSError`` (also creating the
+    parent) becomes :class:`StorageError`; the temporary directory never outlives the call.
+    """
+    target = Path(directory).expanduser().resolve()
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         write(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        _fsync_dir(tmp)
         old = None
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            if old is not None:
+                try:
+                    os.replace(old, target)
+                except OSError as again:
+                    raise StorageError(
+                        f"could not save engine to {target}: {exc}; the previous copy is in {old} "
+                        f"and could not be moved back: {again}"
+                    ) from exc
+            raise
+        _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise StorageError(f"could not save engine to {target}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
     return target
 
 
 def write_engine(directory: str | Path, saved: SavedEngine) -> Path:
     """Write ``saved`` atomically to ``directory``; returns the resolved path."""
+    try:  # before any file: unserializable catalog metadata fails here, not half-way through
+        catalog_json = json.dumps(saved.catalog.to_frame().to_dict("records"))
+    except (TypeError, ValueError) as exc:
+        raise StorageError(
+            f"could not save engine to {directory}: catalog metadata is not JSON: {exc}"
+        ) from exc
 
     def write(d: Path) -> None:
         h = saved.history
@@ -124,51 +164,135 @@ def write_engine(directory: str | Path, saved: SavedEngine) -> Path:
         if saved.calibration is not None:
             meta["calibration"] = saved.calibration.to_dict()
         (d / "engine.json").write_text(json.dumps(meta))
-        (d / "catalog.json").write_text(saved.catalog.to_frame().to_json(orient="records"))
+        (d / "catalog.json").write_text(catalog_json)  # stdlib json: floats round-trip exactly
 
     return write_atomic(directory, write)
+
+
+#: What a damaged or foreign file raises while it is parsed (``SonaError``: a catalog that fails validation).
+_UNREADABLE = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    SonaError,
+)
+
+
+def _read(path: Path, parse: Callable[[Path], _T]) -> _T:
+    """``parse(path)``, with anything a damaged file raises turned into a :class:`StorageError` naming it."""
+    try:
+        return parse(path)
+    except StorageError:
+        raise
+    except _UNREADABLE as exc:
+        raise StorageError(f"cannot load a Sona engine from {path.parent}: {path.name}: {exc}") from exc
+
+
+def _broken(path: Path, reason: str) -> StorageError:
+    return StorageError(f"cannot load a Sona engine from {path.parent}: {path.name}: {reason}")
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    meta = json.loads(path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _broken(path, f"unsupported engine format {meta.get('format_version')!r}")
+    calib = meta.get("calibration")
+    return {
+        "config": SonaConfig(**meta["config"]),
+        "tower": {k: int(meta["tower"][k]) for k in ("in_dim", "hidden_dim", "out_dim")},
+        "users": np.array([str(u) for u in meta["users"]], dtype=object),
+        "calibration": (
+            None if calib is None else PlattScaling(float(calib["slope"]), float(calib["intercept"]))
+        ),
+    }
+
+
+def _catalog(path: Path) -> Catalog:
+    return Catalog.from_frame(pd.DataFrame.from_records(json.loads(path.read_text())))
+
+
+def _history(path: Path) -> pd.DataFrame:
+    with np.load(path, allow_pickle=False) as hist:  # members are read lazily: all of them, here
+        frame = pd.DataFrame({c: hist[c].astype(object) for c in _TEXT_COLUMNS})
+        frame["timestamp"] = pd.to_datetime(hist["timestamp_ns"], unit="ns", utc=True)
+        for c in _VALUE_COLUMNS:
+            frame[c] = hist[c]
+    return frame[list(EVENT_COLUMNS)]
+
+
+def _arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def _scorer(path: Path, tower: Mapping[str, int], n_items: int) -> TowerScorer:
+    state = torch.load(path, weights_only=True)
+    scorer = TowerScorer(
+        UserTower(tower["in_dim"], tower["hidden_dim"], tower["out_dim"]), n_items, tower["out_dim"]
+    )
+    scorer.load_state_dict(state)
+    scorer.eval()
+    for p in scorer.parameters():
+        p.requires_grad_(False)
+    return scorer
+
+
+def _check_model(path: Path, model: Mapping[str, npt.NDArray[Any]], n_items: int) -> None:
+    """The item arrays have one entry per title (the catalog's), and the item-item weights are whole."""
+    emb = model.get("content_embeddings")
+    if emb is None or emb.ndim != 2 or emb.shape[0] != n_items:
+        raise _broken(path, f"content_embeddings must have {n_items} rows")
+    for name in ("popularity", "trending", "cold_order", "cold_rank"):
+        if name not in model or model[name].shape != (n_items,):
+            raise _broken(path, f"{name} must have {n_items} entries")
+    if "collab_dense" in model:
+        if model["collab_dense"].shape != (n_items, n_items):
+            raise _broken(path, f"collab_dense must be {n_items} x {n_items}")
+    else:
+        sp.csr_matrix(
+            (model["collab_data"], model["collab_indices"], model["collab_indptr"]), shape=(n_items, n_items)
+        ).check_format(full_check=True)
 
 
 def read_engine(directory: str | Path) -> SavedEngine:
     """Read a directory written by :func:`write_engine`.
 
+    Every file is read and checked against the others here, so a damaged copy
+    fails now and with the file's name, not later inside the engine.
+
     Raises
     ------
     StorageError
-        The directory is missing, incomplete or from an incompatible version.
+        The directory is missing, incomplete, damaged or from an incompatible version.
     """
     d = Path(directory).expanduser()
-    try:
-        meta = json.loads((d / "engine.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise StorageError(f"{d}: unsupported engine format {meta.get('format_version')!r}")
-        catalog = Catalog.from_frame(pd.read_json(d / "catalog.json", orient="records", dtype=False))
-        hist = np.load(d / "history.npz", allow_pickle=False)
-        model = dict(np.load(d / "model.npz", allow_pickle=False))
-        state = torch.load(d / "scorer.pt", weights_only=True)
-        calib = meta.get("calibration")
-        calibration = (
-            None if calib is None else PlattScaling(float(calib["slope"]), float(calib["intercept"]))
-        )
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise StorageError(f"cannot load a Sona engine from {d}: {exc}") from exc
-    frame = pd.DataFrame({c: hist[c].astype(object) for c in _TEXT_COLUMNS})
-    frame["timestamp"] = pd.to_datetime(hist["timestamp_ns"], unit="ns", utc=True)
-    for c in _VALUE_COLUMNS:
-        frame[c] = hist[c]
-    t = meta["tower"]
-    scorer = TowerScorer(UserTower(t["in_dim"], t["hidden_dim"], t["out_dim"]), len(catalog), t["out_dim"])
-    scorer.load_state_dict(state)
-    scorer.eval()
-    for p in scorer.parameters():
-        p.requires_grad_(False)
+    if not d.is_dir():
+        raise StorageError(f"cannot load a Sona engine from {d}: no such directory")
+    meta = _read(d / "engine.json", _meta)
+    catalog = _read(d / "catalog.json", _catalog)
+    history = _read(d / "history.npz", _history)
+    users = meta["users"]
+    if len(set(users)) != len(users) or not set(history["user_id"]) <= set(users):
+        raise _broken(d / "engine.json", "its user list does not match the users of history.npz")
+    if (catalog.lookup(history["content_id"]) < 0).any():
+        raise _broken(d / "history.npz", "it names titles missing from catalog.json")
+    model = _read(d / "model.npz", _arrays)
+    _read(d / "model.npz", lambda p: _check_model(p, model, len(catalog)))
+    scorer = _read(d / "scorer.pt", lambda p: _scorer(p, meta["tower"], len(catalog)))
     return SavedEngine(
         catalog=catalog,
-        config=SonaConfig(**meta["config"]),
-        history=frame[list(EVENT_COLUMNS)],
-        users=np.array(meta["users"], dtype=object),
+        config=meta["config"],
+        history=history,
+        users=users,
         content_embeddings=model.pop("content_embeddings"),
         scorer=scorer,
         arrays=model,
-        calibration=calibration,
+        calibration=meta["calibration"],
     )

@@ -68,7 +68,17 @@ from sona.engine._fit_state import (
 from sona.engine._observe import progressed
 from sona.engine._persist import SavedEngine, item_arrays, read_engine, write_engine
 from sona.engine._profile_rows import merge_profile_rows, tower_input_rows, user_profiles
-from sona.engine._requests import Context, OnConflict, as_frame, check_diversity, check_k
+from sona.engine._requests import (
+    Context,
+    OnConflict,
+    as_frame,
+    check_content_ids,
+    check_context,
+    check_diversity,
+    check_k,
+    check_user_id,
+    check_user_ids,
+)
 from sona.errors import ConfigError, DataError, NotFittedError, UnknownContentError
 from sona.events import ViewingEvent
 from sona.features import (
@@ -108,6 +118,8 @@ _Ranked = tuple[
 ]
 _CHUNK = 1024
 _VIEW_COLUMNS = ("completion_rate", "rating", "dismissed")
+#: The config fields ``reweighted`` may change.
+_WEIGHT_FIELDS = frozenset(f.name for f in fields(SonaConfig) if f.name.startswith("w_"))
 #: Weights of the sources the uncalibrated squash normalizes the fused score by.
 _SQUASH_WEIGHTS = ("w_collaborative", "w_tower", "w_content", "w_graph", "w_genre", "w_popularity")
 
@@ -127,6 +139,18 @@ def _csr_rows(m: sp.csr_matrix, rows: npt.NDArray[np.int64]) -> sp.csr_matrix:
         i = int(rows[0])
         return m[i : i + 1]
     return m[rows]
+
+
+def _outside(cand: npt.NDArray[np.int64], top: npt.NDArray[np.int64], n_items: int) -> npt.NDArray[np.int64]:
+    """Each row's candidates that are not in its top, in candidate order (the exploration pool).
+
+    MMR picks the top from anywhere among the candidates, so ``cand[:, k:]`` may hold top titles.
+    """
+    rows = np.arange(len(cand), dtype=np.int64)[:, None] * n_items
+    in_top = np.isin(cand + rows, top + rows)
+    width = int((~in_top).sum(axis=1).min()) if len(cand) else 0
+    order = np.argsort(in_top, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(cand, order, axis=1)
 
 
 class Sona:
@@ -174,6 +198,8 @@ class Sona:
         cfg = self.config
         frame = as_frame(events, allow_empty=False)
         self._item_positions(frame)
+        # One row per event_id, the last one given, as the event log assumes (``observe`` then works).
+        frame = frame.drop_duplicates("event_id", keep="last")
         frame = frame.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
         items = self.catalog.index_of(frame["content_id"].to_numpy())
         self._set_users(np.array(sorted(frame["user_id"].unique()), dtype=object), frame)
@@ -276,15 +302,36 @@ class Sona:
             frame = log.unseen(frame)
         if len(frame) == 0:
             return self
-        new_users = sorted(set(frame["user_id"].unique()) - set(self.user_index_))
-        if new_users:
-            self.users_ = np.concatenate([self.users_, np.array(new_users, dtype=object)])
-            base = len(self.user_index_)
-            self.user_index_.update({u: base + i for i, u in enumerate(new_users)})
-        self.__dict__["_log_"] = log.append(frame, replaced=replaced)
-        touched = np.array(sorted(self.user_index_[u] for u in frame["user_id"].unique()), dtype=np.int64)
-        self._refresh_users(touched)
+        users, index = self.users_, self.user_index_
+        new_users = sorted(set(frame["user_id"].unique()) - set(index))
+        if new_users:  # copies: readers keep using the old ones until everything is published
+            users = np.concatenate([users, np.array(new_users, dtype=object)])
+            index = {**index, **{u: len(index) + i for i, u in enumerate(new_users)}}
+        log = log.append(frame, replaced=replaced)
+        touched = np.array(sorted(index[u] for u in frame["user_id"].unique()), dtype=np.int64)
+        state = self._refreshed(log, users[touched], touched, len(index))
+        # Publish state first: it only adds rows, so old ids stay valid in it. Readers look ids
+        # up before they read the state, so an id they found always has its row.
+        self.__dict__["_log_"] = log
+        self.state_ = state
+        self.users_ = users
+        self.user_index_ = index
         return self
+
+    def observed(
+        self, events: pd.DataFrame | Sequence[ViewingEvent], *, on_conflict: OnConflict = "ignore"
+    ) -> Sona:
+        """A new engine that has also seen ``events``; this one is left exactly as it was.
+
+        For writers that must not change what is served before their write is
+        durable: build the profile to store on the copy, commit, then ``observe``.
+        ``observe`` publishes new objects by assignment and changes none in place,
+        so a shallow copy shares everything until then. Same errors as ``observe``.
+        """
+        self._require_fitted()
+        clone = object.__new__(Sona)
+        clone.__dict__.update(self.__dict__)
+        return clone.observe(events, on_conflict=on_conflict)
 
     def _log(self) -> EventLog:
         log = self.__dict__.get("_log_")
@@ -308,14 +355,16 @@ class Sona:
     def history_(self, frame: pd.DataFrame) -> None:
         self.__dict__["_log_"] = EventLog(frame)
 
-    def _refresh_users(self, rows: npt.NDArray[np.int64]) -> None:
-        """Recompute the profile rows of ``rows`` (sorted positions) from those users' events only."""
-        local_ids = self.users_[rows]
-        sub = self._log().for_users([str(u) for u in local_ids])
+    def _refreshed(
+        self, log: EventLog, local_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64], n_users: int
+    ) -> ProfileState:
+        """The state grown to ``n_users`` rows, rows ``rows`` (sorted; users ``local_ids``) rebuilt from
+        ``log``."""
+        sub = log.for_users([str(u) for u in local_ids])
         local_pos = pd.Index(local_ids).get_indexer(sub["user_id"])
         ev = event_arrays(sub, local_pos, self.catalog.index_of(sub["content_id"].to_numpy()))
         fresh = self._profiles(ev, len(rows), self.content_embeddings_)
-        self.state_ = merge_profile_rows(self.state_, fresh, rows, len(self.user_index_))
+        return merge_profile_rows(self.state_, fresh, rows, n_users)
 
     def known_user(self, user_id: str) -> bool:
         """True when ``user_id`` has any event seen by ``fit`` or ``observe``."""
@@ -578,6 +627,8 @@ class Sona:
         ------
         UnknownContentError
             Naming the ids not in the catalog (a ``KeyError`` subclass).
+        ValidationError
+            ``user_id`` is not an id, ``content_ids`` not a sequence, ``context`` not a mapping.
         """
         return self.score_components(user_id, content_ids, context=context, use_adapter=use_adapter)["score"]
 
@@ -599,10 +650,9 @@ class Sona:
         add in fused units, not in probability.
         """
         self._require_fitted()
-        if isinstance(content_ids, str):
-            content_ids = [content_ids]
-        cols = self.catalog.index_of(list(content_ids))
-        uid = str(user_id)
+        uid = check_user_id(user_id)
+        context = check_context(context)
+        cols = self.catalog.index_of(check_content_ids(content_ids))
         fz = self._fuse([uid], self._rows([uid]), context, use_adapter, detail=True)
         out = {k: v[0] for k, v in fz.parts_at(cols[None, :]).items()}
         base_names = ("collaborative", "tower", "content", "graph", "popularity", "trending")
@@ -628,8 +678,8 @@ class Sona:
         out: torch.Tensor | None = None,
     ) -> _Ranked:
         """Top-k (batch, k) item positions, scores, cold rows, explore rows, and the parts when ``detail``."""
+        rows = self._rows(user_ids)  # ids before state: see observe
         cfg, st = self.config, self.state_
-        rows = self._rows(user_ids)
         known = rows >= 0
         n_events = np.where(known, st.qualifying[np.maximum(rows, 0)], 0)
         cold = n_events == 0
@@ -664,10 +714,11 @@ class Sona:
             )
             exp = mask & ~cold
             if exp.any():
-                tail = cand[exp, k_eff:]
-                picked_users = np.asarray(user_ids, dtype=object)[exp]
-                pick = explore_picks(picked_users, seed=cfg.seed, width=tail.shape[1])
-                top[exp, -1] = tail[np.arange(len(tail)), pick]
+                tail = _outside(cand[exp], top[exp], len(self.catalog))
+                if tail.shape[1]:
+                    picked_users = np.asarray(user_ids, dtype=object)[exp]
+                    pick = explore_picks(picked_users, seed=cfg.seed, width=tail.shape[1])
+                    top[exp, -1] = tail[np.arange(len(tail)), pick]
         top_t = torch.from_numpy(top)
         rank_vals = ranking.gather(1, top_t)
         valid = torch.isfinite(rank_vals).numpy()
@@ -698,13 +749,17 @@ class Sona:
         GIL in the heavy parts); unknown users get the cold-start list.
         ``explore=None`` follows ``config.explore_epsilon``. Ranks start at 1.
         Fewer than k rows appear only when a user has watched nearly the whole catalog.
+
+        Raises
+        ------
+        NotFittedError, ValidationError (``user_ids`` not a sequence of ids, e.g. one string;
+        bad ``k``, ``diversity`` or ``context``)
         """
         self._require_fitted()
         k = check_k(k)
         diversity = check_diversity(diversity)
-        ids = [
-            str(u) for u in (user_ids.tolist() if isinstance(user_ids, np.ndarray | pd.Series) else user_ids)
-        ]
+        context = check_context(context)
+        ids = check_user_ids(user_ids)
 
         def rank(chunk: list[str], scratch: torch.Tensor) -> pd.DataFrame:
             top, scores, *_ = self._rank(
@@ -749,12 +804,13 @@ class Sona:
 
         Raises
         ------
-        NotFittedError, ValidationError (bad ``k``, ``diversity`` or context)
+        NotFittedError, ValidationError (bad ``user_id``, ``k``, ``diversity`` or ``context``)
         """
         self._require_fitted()
         k = check_k(k)
         diversity = check_diversity(diversity)
-        uid = str(user_id)
+        context = check_context(context)
+        uid = check_user_id(user_id)
         top, scores, cold, exp, parts = self._rank(
             [uid],
             k,
@@ -788,11 +844,17 @@ class Sona:
         """A copy sharing this fitted state with other fusion weights (``w_*`` fields only).
 
         Fusion happens at ranking time, so tuning weights needs no refit.
+
+        Raises
+        ------
+        NotFittedError, ConfigError (an unknown weight name or a value that is not a finite number)
         """
         self._require_fitted()
-        bad = [n for n in weights if not n.startswith("w_")]
+        bad = sorted(set(weights) - _WEIGHT_FIELDS)
         if bad:
-            raise ConfigError(f"reweighted() only changes w_* fusion weights, got {bad}")
+            raise ConfigError(
+                f"reweighted() only changes the fusion weights {sorted(_WEIGHT_FIELDS)}, got {bad}"
+            )
         clone = object.__new__(Sona)
         clone.__dict__.update(self.__dict__)
         clone.config = replace(self.config, **weights)

@@ -108,13 +108,16 @@ def train_base_model(
     side
         (n_users, side_dim) side features fed to the tower next to the preference vector.
     item_features
-        (n_items, n_features) content features.
+        (n_items, n_features) content features; may have no columns (a catalog
+        without genres, years or people), then the item tables are free embeddings only.
     """
     n_users, n_items = weights.shape
     counts = np.diff(weights.indptr)
     trainable = np.flatnonzero(counts >= 2)
     if len(trainable) == 0:
         raise FitError("no user has two or more qualifying events; nothing to learn from")
+    if item_features.shape[1] == 0:  # one all-zero column keeps the feature GEMMs well-shaped
+        item_features = sp.csr_matrix((n_items, 1), dtype=np.float32)
     feats = _sparse_tensor(item_features.astype(np.float32))
     # Tensors here are small: intra-op threads mostly spin (15x slower on a busy
     # 2-core box), so training runs with its own thread count, restored after.

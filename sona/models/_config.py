@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
+import numpy as np
+
 from sona.errors import ConfigError
 
 __all__ = ["CalibrationKind", "CollaborativeKind", "SonaConfig"]
@@ -113,9 +115,14 @@ class SonaConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"SonaConfig.{name} must be an integer >= 0, got {v!r}")
         for f in fields(self):
+            if f.type != "float":  # annotations are strings here (postponed evaluation)
+                continue
             v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
+            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
+                raise ConfigError(f"SonaConfig.{f.name} must be a number, got {v!r}")
+            if not math.isfinite(v):
                 raise ConfigError(f"SonaConfig.{f.name} must be finite, got {v!r}")
+            object.__setattr__(self, f.name, float(v))  # plain floats: comparisons and JSON just work
         unit = ("input_dropout", "cut_low", "reconstruct_share", "min_completion", "explore_epsilon")
         for name in unit:
             v = getattr(self, name)

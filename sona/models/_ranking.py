@@ -63,7 +63,9 @@ def mmr_rerank(
     relevance min-max scaled per row to [0, 1] so ``lam`` means the same for
     every user and ``item_vectors`` L2-normalized (cosine similarity). The loop
     runs over the k positions, never over users. ``lam = 0`` returns the
-    candidates in relevance order.
+    candidates in relevance order. Candidates with non-finite relevance (masked
+    titles) are never picked before a finite one and never twice, so a row
+    runs out of useful picks only when it has fewer than k finite candidates.
     """
     b, m = candidates.shape
     k = min(k, m)
@@ -71,7 +73,7 @@ def mmr_rerank(
     finite = np.isfinite(rel)
     lo = np.where(finite, rel, np.inf).min(axis=1, keepdims=True)
     hi = np.where(finite, rel, -np.inf).max(axis=1, keepdims=True)
-    reln = np.where(finite, (rel - lo) / np.maximum(hi - lo, 1e-12), -np.inf)
+    reln = np.where(finite, (rel - lo) / np.maximum(hi - lo, 1e-12), 0.0)  # non-finite: masked below
     v = item_vectors[candidates]  # (b, m, d)
     sim = np.einsum("bmd,bnd->bmn", v, v)
     maxsim = np.zeros((b, m))
@@ -79,9 +81,11 @@ def mmr_rerank(
     taken = np.zeros((b, m), dtype=bool)
     ar = np.arange(b)
     for t in range(k):
-        obj = (1.0 - lam) * reln - lam * maxsim
-        obj[taken] = -np.inf
-        j = np.argmax(obj, axis=1)
+        # Masked titles get -inf for every lam (0 * -inf would be NaN, which argmax prefers).
+        obj = np.where(finite & ~taken, (1.0 - lam) * reln - lam * maxsim, -np.inf)
+        # A row out of finite candidates takes its first untaken one (relevance -inf, so callers
+        # drop it like any masked pick) rather than argmax's 0, which may be taken already.
+        j = np.where(np.isneginf(obj.max(axis=1)), np.argmin(taken, axis=1), np.argmax(obj, axis=1))
         picked[:, t] = j
         taken[ar, j] = True
         maxsim = np.maximum(maxsim, sim[ar, j, :])

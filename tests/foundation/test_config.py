@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sona
@@ -46,3 +47,17 @@ def test_brokers_are_split() -> None:
     s = load_settings({"KAFKA_BROKERS": "a:9092, b:9093", "SYNC_SERVICE_URL": "http://sync:8080/"})
     assert s.kafka_brokers == ("a:9092", "b:9093")
     assert s.sync_service_url == "http://sync:8080"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("lr", "x"), ("w_tower", None), ("decay_base", True), ("w_genre", [1])]
+)
+def test_float_fields_must_be_numbers(name: str, value: object) -> None:
+    with pytest.raises(sona.ConfigError, match=name):
+        sona.SonaConfig(**{name: value})  # type: ignore[arg-type]
+
+
+def test_float_fields_accept_numpy_numbers_as_floats() -> None:
+    cfg = sona.SonaConfig(lr=np.float32(0.5), w_tower=2)
+    assert type(cfg.lr) is float and cfg.lr == 0.5
+    assert type(cfg.w_tower) is float and cfg == sona.SonaConfig(lr=0.5, w_tower=2.0)

@@ -94,3 +94,41 @@ def test_catalog_lookup_and_unknown_ids() -> None:
         )
     with pytest.raises(sona.ValidationError):
         sona.ContentItem(content_id="x", title="X", release_year=99999)
+
+
+@pytest.mark.parametrize("value", [1e20, -1e15, -1e12, datetime(1, 1, 2, tzinfo=UTC)])
+def test_out_of_range_timestamps_raise_validation_error(value: object) -> None:
+    base = {"user_id": "u", "content_id": "c", "completion_rate": 0.5}
+    with pytest.raises(sona.ValidationError) as err:
+        sona.ViewingEvent(**base, timestamp=value)  # type: ignore[arg-type]
+    assert err.value.field == "timestamp"
+    with pytest.raises(sona.ValidationError) as err:
+        sona.events_from_records([{**base, "timestamp": NOW}, {**base, "timestamp": value}])
+    assert err.value.field == "timestamp" and err.value.index == 1
+    if not isinstance(value, datetime):
+        with pytest.raises(sona.ValidationError) as err:
+            sona.validate_events(pd.DataFrame([{**base, "timestamp": value}]))
+        assert err.value.field == "timestamp"
+    with pytest.raises(sona.ValidationError) as err:
+        sona.validate_events(pd.DataFrame([{**base, "timestamp": "0001-01-01T00:00:00Z"}]))
+    assert err.value.field == "timestamp"
+
+
+def test_blank_event_ids_are_derived_like_missing_ones() -> None:
+    frame = pd.DataFrame(
+        {
+            "event_id": ["", "  ", "given", None],
+            "user_id": "u",
+            "content_id": ["a", "b", "c", "d"],
+            "timestamp": [1.7e9, 1.7e9 + 60, 1.7e9 + 120, 1.7e9 + 180],
+            "completion_rate": 0.5,
+        }
+    )
+    ids = sona.validate_events(frame)["event_id"].tolist()
+    derived = sona.validate_events(frame.drop(columns=["event_id"]))["event_id"].tolist()
+    assert ids == [derived[0], derived[1], "given", derived[3]]
+    event = sona.ViewingEvent(user_id="u", content_id="c", timestamp=NOW, completion_rate=0.5, event_id=" ")
+    assert (
+        event.event_id
+        == sona.ViewingEvent(user_id="u", content_id="c", timestamp=NOW, completion_rate=0.5).event_id
+    )
