@@ -119,7 +119,11 @@ def _score(state: ServiceState, body: ScoreRequest) -> ScoreResponse:
 
 
 def _update_profile(state: ServiceState, body: ProfileUpdateRequest) -> ProfileUpdateResponse:
-    """Validate the whole batch, then store events + rebuilt profile in one transaction."""
+    """Validate the whole batch, then store events + rebuilt profile in one transaction.
+
+    The profile is built on a copy of the engine; the engine itself observes the
+    events only after the commit, so a failed write leaves it matching storage.
+    """
     records: list[dict[str, object]] = [
         {**e.model_dump(exclude_none=True), "user_id": body.user_id, "source": "api"}
         for e in body.viewing_events
@@ -130,14 +134,17 @@ def _update_profile(state: ServiceState, body: ProfileUpdateRequest) -> ProfileU
     if unknown.size:
         i = int(unknown[0])
         raise ValidationError("content_id", f"unknown content id {events[i].content_id!r}", index=i)
-    with state.write_lock, state.storage.transaction() as tx:
-        result = tx.add_events(events)
-        fresh = set(result.inserted_event_ids)
-        new = [e for e in events if e.event_id in fresh]
-        if new:
-            state.engine.observe(sona.events_to_frame(new))
-        profile = state.engine.profile(body.user_id)
-        tx.save_profiles([profile])
+    with state.write_lock:
+        with state.storage.transaction() as tx:
+            result = tx.add_events(events)
+            fresh = set(result.inserted_event_ids)
+            frame = sona.events_to_frame([e for e in events if e.event_id in fresh])
+            after = state.engine.observed(frame) if len(frame) else state.engine
+            profile = after.profile(body.user_id)
+            tx.save_profiles([profile])
+        # Committed: only now may the engine serve these events (a failed commit leaves it as it was).
+        if len(frame):
+            state.engine.observe(frame)
     return ProfileUpdateResponse(
         status="updated",
         user_id=body.user_id,

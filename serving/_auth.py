@@ -2,7 +2,8 @@
 
 Tokens are HS256 JWTs (PyJWT) with claims ``sub`` (the user id), ``exp`` and
 ``iat``. A ``scope`` claim (space-separated string or list) containing
-``sona:service`` marks a trusted backend that may act for any user. Only HS256
+``sona:service`` marks a trusted backend that may act for any user; any other
+``scope`` type is a malformed token. Only HS256
 is accepted, so ``alg: none`` and algorithm-confusion tokens are rejected.
 """
 
@@ -30,6 +31,8 @@ __all__ = [
 
 SERVICE_SCOPE = "sona:service"
 _ALGORITHMS = ["HS256"]
+#: Clock skew tolerated on ``exp``/``iat``/``nbf`` between the token issuer and this host.
+LEEWAY_SECONDS = 30
 
 
 class AuthError(Exception):
@@ -69,6 +72,7 @@ def decode_token(token: str, secret: str) -> Principal:
             secret,
             algorithms=_ALGORITHMS,
             options={"require": ["exp", "iat", "sub"]},
+            leeway=LEEWAY_SECONDS,
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("expired", "token has expired") from exc
@@ -86,9 +90,16 @@ def decode_token(token: str, secret: str) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise AuthError("missing_sub", "token has no usable 'sub' claim")
-    raw = claims.get("scope", "")
-    scopes = frozenset(raw.split() if isinstance(raw, str) else (str(s) for s in raw or ()))
-    return Principal(user_id=sub, scopes=scopes)
+    return Principal(user_id=sub, scopes=_scopes(claims.get("scope", "")))
+
+
+def _scopes(raw: object) -> frozenset[str]:
+    """The ``scope`` claim as a set: a space-separated string or a list of strings, nothing else."""
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return frozenset(raw)
+    raise AuthError("malformed", "token 'scope' claim must be a string or a list of strings")
 
 
 def parse_bearer(authorization: str | None) -> str:

@@ -9,7 +9,6 @@ when the shared dataset is present, else on a small seeded synthetic dataset.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +27,7 @@ SYNTHETIC_FALLBACK = SyntheticConfig(n_items=500, n_users=300, events_per_user=3
 
 def find_movielens(settings: Settings) -> Path | None:
     """ml-100k: ``$SONA_MOVIELENS``, else ``shared/datasets/ml-100k`` beside the data dir or the repo."""
-    candidates = []
-    if os.environ.get("SONA_MOVIELENS"):
-        candidates.append(Path(os.environ["SONA_MOVIELENS"]))
+    candidates = [] if settings.movielens_dir is None else [settings.movielens_dir]
     repo = Path(__file__).resolve().parents[1]
     for base in (settings.data_dir.resolve().parent, repo.parent):
         candidates.append(base / "shared" / "datasets" / "ml-100k")

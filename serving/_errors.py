@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving._auth import AuthError, ForbiddenError, Principal, decode_token, parse_bearer
+from serving._jobs import TrainingInProgressError
 from serving._metrics import JWT_FAILURES, REQUESTS
 from sona import (
     ConfigError,
@@ -77,6 +78,7 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int, str, bool], ...] = (
     (NotFoundError, 404, "not_found", True),
     (InsufficientDataError, 422, "insufficient_data", True),
     (TrainedTooRecentlyError, 409, "trained_too_recently", True),
+    (TrainingInProgressError, 409, "training_in_progress", True),
     (TrainingRejectedError, 409, "training_rejected", True),
     (ValidationError, 422, "validation_error", True),
     (DataError, 422, "invalid_data", True),
@@ -119,6 +121,8 @@ def _extras(exc: BaseException) -> tuple[dict[str, object], dict[str, str]]:
             {"user_id": exc.user_id, "retry_after_seconds": round(seconds, 3)},
             {"Retry-After": str(math.ceil(seconds))},
         )
+    if isinstance(exc, TrainingInProgressError):
+        return {"user_id": exc.user_id, "job_id": exc.job_id}, {}
     if isinstance(exc, ValidationError):
         return {"field": exc.field, "index": exc.index}, {}
     if isinstance(exc, UnknownContentError):

@@ -23,9 +23,18 @@ from typing import Protocol
 from serving._metrics import TRAINING_JOBS
 from sona import TrainingRejectedError
 
-__all__ = ["JobStore", "TrainingOutcome", "TrainingQueue"]
+__all__ = ["JobStore", "TrainingInProgressError", "TrainingOutcome", "TrainingQueue"]
 
 logger = logging.getLogger("serving.jobs")
+
+
+class TrainingInProgressError(TrainingRejectedError):
+    """The user already has a training job queued or running."""
+
+    def __init__(self, user_id: str, job_id: str) -> None:
+        super().__init__(f"user {user_id!r} already has training job {job_id} queued or running")
+        self.user_id = user_id
+        self.job_id = job_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ class TrainingQueue:
         self._idle = threading.Event()
         self._idle.set()
         self._pending_lock = threading.Lock()
+        self._active: dict[str, list[str]] = {}  # user id -> ids of their queued or running jobs
 
     def start(self) -> TrainingQueue:
         if self._thread is None or not self._thread.is_alive():
@@ -88,17 +98,33 @@ class TrainingQueue:
         return self._thread is not None and self._thread.is_alive()
 
     def submit(self, user_id: str, force: bool) -> str:
-        """Record a ``queued`` job and enqueue it; returns the job id."""
-        job = self._store.create_job(user_id)
-        job_id = str(job.job_id)  # type: ignore[attr-defined]
-        self.enqueue(job_id, user_id, force)
+        """Record a ``queued`` job and enqueue it; returns the job id.
+
+        Raises
+        ------
+        TrainingInProgressError
+            The user already has a job queued or running: one at a time per
+            user, so nobody can fill the queue (forced or not).
+        """
+        with self._pending_lock:
+            active = self._active.get(user_id)
+            if active:
+                raise TrainingInProgressError(user_id, active[0])
+            job = self._store.create_job(user_id)
+            job_id = str(job.job_id)  # type: ignore[attr-defined]
+            self._put(job_id, user_id, force)
         return job_id
 
     def enqueue(self, job_id: str, user_id: str, force: bool = False) -> None:
         """Queue an existing ``queued`` job row (jobs left behind by a previous process)."""
         with self._pending_lock:
-            self._idle.clear()
-            self._queue.put((job_id, user_id, force))
+            self._put(job_id, user_id, force)
+
+    def _put(self, job_id: str, user_id: str, force: bool) -> None:
+        """Enqueue; the caller holds ``_pending_lock``."""
+        self._idle.clear()
+        self._active.setdefault(user_id, []).append(job_id)
+        self._queue.put((job_id, user_id, force))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every submitted job has finished (for shutdown and scripts)."""
@@ -113,9 +139,19 @@ class TrainingQueue:
                 self._execute(*item)
             finally:
                 with self._pending_lock:
+                    if item is not None:
+                        self._forget(item[1], item[0])
                     self._queue.task_done()
                     if self._queue.unfinished_tasks == 0:
                         self._idle.set()
+
+    def _forget(self, user_id: str, job_id: str) -> None:
+        """Drop a finished job from the user's active list; the caller holds ``_pending_lock``."""
+        active = self._active.get(user_id, [])
+        if job_id in active:
+            active.remove(job_id)
+        if not active:
+            self._active.pop(user_id, None)
 
     def _execute(self, job_id: str, user_id: str, force: bool) -> None:
         started = time.perf_counter()

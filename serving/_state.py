@@ -115,6 +115,8 @@ class ServiceState:
         An adapter that does not beat the base model on the user's held-out
         tail is not kept; that job ends ``skipped`` with the reason.
         """
+        # The whole run holds the lock: it reads ``engine.history_``, whose lazy merge
+        # (``EventLog.frame``) rewrites the log in place and can race a concurrent ``observe``.
         with self.write_lock:
             summary = update_user_adapter(
                 self.engine, user_id, force=force, config=self.adapter_config, store=self.adapter_store

@@ -24,10 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, decode_token, parse_bearer
 from serving._errors import bearer_principal, install_error_handlers
 from serving._metrics import JWT_FAILURES
-from sona import Catalog, ConfigError, NotFittedError
-from sona.search import MAX_PAGE_SIZE, SearchFilters, SearchHit, SearchIndex, SearchPage
+from sona import Catalog, ConfigError, NotFittedError, Sona
+from sona.search import (
+    MAX_PAGE_SIZE,
+    Embedder,
+    EnginePersonalizer,
+    SearchFilters,
+    SearchHit,
+    SearchIndex,
+    SearchPage,
+)
 
-__all__ = ["Discovery", "SearchRequest", "SearchResponse", "configure", "create_app"]
+__all__ = ["Discovery", "SearchRequest", "SearchResponse", "build_index", "configure", "create_app"]
 
 
 class _Body(BaseModel):
@@ -227,12 +235,14 @@ def create_app(
 app = create_app()
 
 
-def _load_catalog() -> Catalog:
-    """The catalog from the configured database (``DATABASE_URL``)."""
-    from sona import load_settings
-    from sona.storage import Storage
+def build_index(embedder: Embedder, catalog: Catalog, engine: Sona | None) -> SearchIndex:
+    """The search index over ``catalog``, personalized by ``engine`` when there is one.
 
-    return Storage.from_settings(load_settings()).load_catalog()
+    The engine is wrapped in :class:`~sona.search.EnginePersonalizer`: a refresh
+    can add titles the engine was not fitted on, and those must not fail the search.
+    """
+    personalizer = EnginePersonalizer(engine) if engine is not None else None
+    return SearchIndex(embedder, personalizer=personalizer).fit(catalog)
 
 
 @bentoml.service(name="sona-discovery", traffic={"timeout": 10})
@@ -246,15 +256,25 @@ class Discovery:
 
     def __init__(self) -> None:
         from serving._auth import resolve_jwt_secret
-        from sona import Sona, load_settings
+        from sona import load_settings
         from sona.search import MiniLMEmbedder
+        from sona.storage import Storage
 
         settings = load_settings()
         engine = Sona.load(settings.engine_dir) if settings.engine_dir.exists() else None
-        self.index = SearchIndex(MiniLMEmbedder(), personalizer=engine).fit(_load_catalog())
+        # One pool for the service's life: every refresh reads the catalog through it.
+        self.storage = Storage.from_settings(settings)
+        self.index = build_index(MiniLMEmbedder(), self.storage.load_catalog(), engine)
         configure(
-            app, index=self.index, jwt_secret=resolve_jwt_secret(settings), catalog_loader=_load_catalog
+            app,
+            index=self.index,
+            jwt_secret=resolve_jwt_secret(settings),
+            catalog_loader=self.storage.load_catalog,
         )
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.storage.dispose()
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "search_index", None) is not None

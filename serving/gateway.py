@@ -132,14 +132,20 @@ def _producer(settings: Settings, sink: EventSink | None) -> EventProducer:
 
 
 async def _hand_off_training(sink: EventSink, state: ServiceState) -> None:
-    """Move users the sink queued (enough new events) to the service's training worker."""
+    """Move users the sink queued (enough new events) to the service's training worker.
+
+    ``submit_training`` queries the database, so it runs in a worker thread, off the
+    event loop; a failure for one user is logged and the loop goes on.
+    """
     while True:
         await asyncio.sleep(TRAINING_HANDOFF_SECONDS)
         for user_id in sink.training_queue.drain():
             try:
-                state.submit_training(user_id, force=False)
+                await asyncio.to_thread(state.submit_training, user_id, force=False)
             except SonaError as exc:  # a guard said no (too recent, too few events): not an error
                 logger.info("not training %s: %s", user_id, exc)
+            except Exception:  # noqa: BLE001 - one user's failure must not end the hand-off task
+                logger.exception("could not queue training for %s", user_id)
 
 
 def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> GatewayParts:
@@ -165,7 +171,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
         jwt_secret=secret,
         namespace=redis_namespace,
     )
-    index = SearchIndex(MiniLMEmbedder(), personalizer=state.engine).fit(state.engine.catalog)
+    index = discovery.build_index(MiniLMEmbedder(), state.engine.catalog, state.engine)
     search_app = discovery.create_app(index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
     app = compose(sona_api.create_app(state), playback_app, search_app)
 

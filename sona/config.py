@@ -15,6 +15,8 @@ JWT_SECRET             HS256 secret for bearer tokens          unset → service
                                                                start unless SONA_DEV_MODE
 SONA_DEV_MODE          ``1`` allows a generated dev secret     ``0``
 SONA_MODEL_DIR         trained engine directory                ``$SONA_DATA_DIR/model``
+SONA_MOVIELENS         ml-100k directory the demo engine is    ``shared/datasets/ml-100k``
+                       fit on when there is no trained model   beside the data dir or repo
 =====================  ======================================  ==========================
 
 A present but invalid value raises :class:`~sona.errors.EnvVarError` naming the
@@ -52,6 +54,7 @@ class Settings:
     jwt_secret: str | None = None
     dev_mode: bool = False
     model_dir: Path | None = None
+    movielens_dir: Path | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -118,6 +121,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if secret is not None and len(secret) < 16:
         raise EnvVarError("JWT_SECRET", "must be at least 16 characters")
     model_dir = env.get("SONA_MODEL_DIR")
+    movielens = env.get("SONA_MOVIELENS")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -130,4 +134,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=secret,
         dev_mode=_bool(env, "SONA_DEV_MODE", False),
         model_dir=Path(model_dir).expanduser() if model_dir else None,
+        movielens_dir=Path(movielens).expanduser() if movielens else None,
     )

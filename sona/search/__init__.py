@@ -9,7 +9,7 @@ from sona.search._embedder import Embedder, MiniLMEmbedder, QueryVectorCache, en
 from sona.search._filters import CONTENT_RATINGS, SearchFilters, filter_mask
 from sona.search._fusion import minmax, top_k, weighted_rrf
 from sona.search._index import MAX_PAGE_SIZE, SearchIndex, embedding_text, keyword_text
-from sona.search._personalize import GenreAffinityPersonalizer, Personalizer
+from sona.search._personalize import EnginePersonalizer, GenreAffinityPersonalizer, Personalizer
 from sona.search._results import Facets, SearchHit, SearchPage
 from sona.search._trigrams import TrigramIndex, char_trigrams
 from sona.search._vectors import VectorSearch, hnswlib_available
@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_VARIANTS",
     "MAX_PAGE_SIZE",
     "Embedder",
+    "EnginePersonalizer",
     "Facets",
     "GenreAffinityPersonalizer",
     "MiniLMEmbedder",

@@ -1,7 +1,9 @@
 """The personalization seam of search: one batched score call per request.
 
 :class:`Personalizer` is structural, so ``sona.Sona`` (whose ``score(user_id,
-content_ids)`` returns scores in [0, 1]) plugs in unchanged. Until a trained
+content_ids)`` returns scores in [0, 1]) plugs in unchanged as long as the search
+catalog is the engine's. A refreshed catalog can hold titles the engine was not
+fitted on; :class:`EnginePersonalizer` wraps the engine for that case. Until a trained
 engine is available, :class:`GenreAffinityPersonalizer` is a small real model: a
 user's completion-weighted genre profile, matched to titles by cosine.
 """
@@ -9,7 +11,7 @@ user's completion-weighted genre profile, matched to titles by cosine.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +21,10 @@ import scipy.sparse as sp
 from sona.catalog import Catalog
 from sona.errors import DataError, NotFittedError, UnknownUserError
 
-__all__ = ["GenreAffinityPersonalizer", "Personalizer"]
+if TYPE_CHECKING:
+    from sona.engine import Sona
+
+__all__ = ["EnginePersonalizer", "GenreAffinityPersonalizer", "Personalizer"]
 
 
 @runtime_checkable
@@ -81,3 +86,28 @@ class GenreAffinityPersonalizer:
         ok = idx >= 0
         out[ok] = self.item_genres_[idx[ok]] @ self.profiles_[row]
         return np.clip(out, 0.0, 1.0)
+
+
+class EnginePersonalizer:
+    """A fitted ``sona.Sona`` as a :class:`Personalizer` that tolerates titles it was not fitted on.
+
+    The search index is refreshed from the database while the engine keeps the
+    catalog it was fitted with, and ``Sona.score`` raises ``UnknownContentError``
+    for any other id. Only the titles the engine knows are scored; the rest get
+    the mean of those scores (0 when it knows none), so personalization neither
+    promotes nor buries them.
+    """
+
+    def __init__(self, engine: Sona) -> None:
+        self.engine = engine
+
+    def score(self, user_id: str, content_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Scores in [0, 1], aligned with ``content_ids``."""
+        ids = np.asarray(list(content_ids), dtype=object)
+        known = self.engine.catalog.lookup(ids.tolist()) >= 0
+        out = np.zeros(len(ids), dtype=np.float64)
+        if known.any():
+            scores = np.asarray(self.engine.score(user_id, ids[known].tolist()), dtype=np.float64)
+            out[known] = scores
+            out[~known] = float(scores.mean())
+        return out

@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import jwt
+import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from serving._auth import issue_token
-from serving.discovery import create_app
-from sona.search import SearchIndex
+from serving._auth import SERVICE_SCOPE, issue_token
+from serving.discovery import build_index, create_app
+from sona import Catalog, ContentItem, Sona, SonaConfig
+from sona.search import MiniLMEmbedder, SearchIndex
+from sona.storage import Storage
 
 SECRET = "discovery-test-secret-0123456789abcdef"
 FAN = "horror-fan"
@@ -134,16 +138,89 @@ def test_blocked_genres_over_http(client: TestClient) -> None:
         assert not {"Horror", "Comedy"} & set(hit["content"]["genres"])
 
 
-@pytest.mark.parametrize("query", ["'; DROP TABLE content; --", '" OR 1=1', "1; DELETE FROM users"])
-def test_injection_looking_queries_are_plain_text(client: TestClient, query: str) -> None:
-    r = _search(client, {"query": query})
-    assert r.status_code == 200 and isinstance(r.json()["results"], list)
-    assert _search(client, {"query": "night"}).json()["total_count"] > 0
+TRICKY_TITLES = ["Robert'); DROP TABLE content; --", 'The " OR 1=1 Heist', "<script>alert(1)</script> Live"]
+
+
+def _plain_catalog(n: int = 30) -> list[ContentItem]:
+    return [
+        ContentItem(content_id=f"plain-{i}", title=f"Ordinary film {i}", genres=("Drama",)) for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tricky_client(embedder: MiniLMEmbedder) -> TestClient:
+    tricky = [
+        ContentItem(content_id=f"tricky-{i}", title=t, genres=("Drama",)) for i, t in enumerate(TRICKY_TITLES)
+    ]
+    index = SearchIndex(embedder).fit(Catalog([*_plain_catalog(), *tricky]))
+    return TestClient(create_app(index, jwt_secret=SECRET), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("i", range(len(TRICKY_TITLES)))
+def test_titles_with_sql_and_html_metacharacters_are_found_by_their_exact_title(
+    tricky_client: TestClient, i: int
+) -> None:
+    r = _search(tricky_client, {"query": TRICKY_TITLES[i]})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]["content"]
+    assert top["id"] == f"tricky-{i}" and top["title"] == TRICKY_TITLES[i]
 
 
 def test_unconfigured_app_is_503_json() -> None:
     r = TestClient(create_app(), raise_server_exceptions=False).post("/api/v1/search", json={"query": "a"})
     assert r.status_code == 503 and r.json()["error"] == "not_ready"
+
+
+def _service() -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token('ops', SECRET, scopes=(SERVICE_SCOPE,))}"}
+
+
+def test_refresh_reindexes_from_the_stored_catalog(embedder: MiniLMEmbedder, tmp_path: Path) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'catalog.db'}")
+    storage.upgrade()
+    storage.upsert_content(_plain_catalog(5))
+    try:
+        index = SearchIndex(embedder).fit(storage.load_catalog())
+        app = create_app(index, jwt_secret=SECRET, catalog_loader=storage.load_catalog)
+        client = TestClient(app, raise_server_exceptions=False)
+        storage.upsert_content([ContentItem(content_id="late", title="Quokka Lighthouse Expedition")])
+        before = _search(client, {"query": "Quokka Lighthouse Expedition"}).json()["results"]
+        assert "late" not in {h["content"]["id"] for h in before}
+
+        r = client.post("/api/v1/search/refresh", headers=_service())
+        assert r.status_code == 200, r.text
+        assert r.json() == {"n_items": 6}
+        after = _search(client, {"query": "Quokka Lighthouse Expedition"}).json()["results"]
+        assert after[0]["content"]["id"] == "late"
+    finally:
+        storage.dispose()
+
+
+def test_refresh_without_a_catalog_source_is_503(client: TestClient) -> None:
+    r = client.post("/api/v1/search/refresh", headers=_service())
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "not_ready" and r.json()["request_id"]
+
+
+def test_personalized_search_over_titles_the_engine_was_not_fitted_on(
+    embedder: MiniLMEmbedder, synthetic: tuple[Catalog, pd.DataFrame]
+) -> None:
+    catalog, events = synthetic
+    engine = Sona(catalog, config=SonaConfig(epochs=2, dim=16, hidden_dim=32, progress=False, seed=0)).fit(
+        events
+    )
+    late = ContentItem(content_id="late", title="Quokka Lighthouse Expedition", genres=("Horror",))
+    index = build_index(embedder, Catalog([*catalog, late]), engine)
+    client = TestClient(create_app(index, jwt_secret=SECRET), raise_server_exceptions=False)
+    token = f"Bearer {issue_token(FAN, SECRET)}"
+    r = _search(client, {"query": "Quokka Lighthouse Expedition", "page_size": 50}, token)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["personalized"] is True
+    hits = {h["content"]["id"]: h for h in body["results"]}
+    assert "late" in hits
+    known = [h["personalization_score"] for cid, h in hits.items() if cid != "late"]
+    assert min(known) <= hits["late"]["personalization_score"] <= max(known)
 
 
 def test_refresh_needs_a_service_token(client: TestClient) -> None:

@@ -55,6 +55,14 @@ def test_bentoml_serve_round_trips_anonymous_and_personalized_search(
         assert mine_body["total_count"] == anon_body["total_count"]
         assert all(0.0 <= r["personalization_score"] <= 1.0 for r in mine_body["results"])
 
+        injected = {"query": "'; DROP TABLE content; --", "page_size": 10}
+        assert httpx.post(f"{base}/api/v1/search", json=injected, timeout=30).status_code == 200
+        after = Storage(url)
+        try:
+            assert len(after.load_catalog()) == len(catalog)  # the query reached no SQL
+        finally:
+            after.dispose()
+
         forged = issue_token(FAN, "some-other-secret-0123456789abcdef")
         bad = httpx.post(
             f"{base}/api/v1/search", json=body, headers={"Authorization": f"Bearer {forged}"}, timeout=30

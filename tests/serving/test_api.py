@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from serving._launch import free_port
@@ -47,11 +49,18 @@ def wait_for_job(client: TestClient, job_id: str, headers: dict[str, str], timeo
 # -- recommendations ------------------------------------------------------------------------------
 
 
-def test_recommendations_for_a_known_user(client: TestClient, auth: Auth, known_user: str) -> None:
+def test_recommendations_for_a_known_user(
+    client: TestClient, auth: Auth, known_user: str, state: ServiceState
+) -> None:
     r = client.post(RECS, json={"user_id": known_user, "limit": 7}, headers=auth(known_user))
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["recommendations"]) == 7
+    expected = state.engine.recommend(known_user, k=7)
+    assert [rec["content_id"] for rec in body["recommendations"]] == [e.content_id for e in expected]
+    assert [rec["recommendation_type"] for rec in body["recommendations"]] == [
+        str(e.recommendation_type) for e in expected
+    ]
     assert body["ttl_seconds"] > 0
     assert datetime.fromisoformat(body["generated_at"]).tzinfo is not None
     for rec in body["recommendations"]:
@@ -78,10 +87,15 @@ def test_exclude_watched_is_honoured(
     assert watched & {r["content_id"] for r in kept["recommendations"]}
 
 
-def test_unknown_user_gets_cold_start(client: TestClient, auth: Auth) -> None:
+def test_unknown_user_gets_cold_start(client: TestClient, auth: Auth, state: ServiceState) -> None:
     r = client.post(RECS, json={"user_id": "brand-new", "limit": 5}, headers=auth("brand-new"))
     assert r.status_code == 200, r.text
-    assert len(r.json()["recommendations"]) == 5
+    recs = r.json()["recommendations"]
+    assert len(recs) == 5
+    assert {rec["recommendation_type"] for rec in recs} == {"cold_start"}
+    assert [rec["content_id"] for rec in recs] == [
+        e.content_id for e in state.engine.recommend("brand-new", k=5)
+    ]
 
 
 def test_context_and_diversity_are_accepted(client: TestClient, auth: Auth, known_user: str) -> None:
@@ -99,6 +113,20 @@ def test_context_and_diversity_are_accepted(client: TestClient, auth: Auth, know
     r = client.post(RECS, json=body, headers=auth(known_user))
     assert r.status_code == 200, r.text
     assert len(r.json()["recommendations"]) == 10
+
+
+def test_diversity_threshold_reaches_the_engine(
+    client: TestClient, auth: Auth, known_user: str, state: ServiceState
+) -> None:
+    def ids(diversity: float) -> list[str]:
+        body = {"user_id": known_user, "limit": 10, "diversity_threshold": diversity}
+        r = client.post(RECS, json=body, headers=auth(known_user))
+        assert r.status_code == 200, r.text
+        return [rec["content_id"] for rec in r.json()["recommendations"]]
+
+    diverse = ids(0.9)
+    assert diverse == [e.content_id for e in state.engine.recommend(known_user, k=10, diversity=0.9)]
+    assert diverse != ids(0.0)
 
 
 @pytest.mark.parametrize(
@@ -165,6 +193,7 @@ def test_score_one_and_many(client: TestClient, auth: Auth, known_user: str, sta
     assert [s["content_id"] for s in scores] == ids
     assert all(0.0 <= s["score"] <= 1.0 for s in scores)
     assert scores[0]["score"] == pytest.approx(body["score"], abs=1e-6)
+    np.testing.assert_allclose([s["score"] for s in scores], state.engine.score(known_user, ids), rtol=1e-6)
     assert "score" not in many.json()
 
 
@@ -211,10 +240,32 @@ def test_profile_update_persists_events_and_profile_idempotently(
     assert len(stored) == 15
     profile = db_state.storage.load_profile("newbie")
     assert profile is not None and profile.preference_vector.shape[0] == out["preference_vector_dim"]
+    assert db_state.engine.known_user("newbie")
+    np.testing.assert_allclose(
+        profile.preference_vector, db_state.engine.profile("newbie").preference_vector, rtol=1e-5
+    )
 
     again = db_client.post(UPDATE, json=body, headers=auth("newbie")).json()
     assert again["events_processed"] == 0 and again["duplicates_ignored"] == 15
     assert len(db_state.storage.events_for_users(["newbie"])) == 15
+
+
+def test_failed_profile_write_stores_nothing_and_leaves_the_engine_unchanged(
+    db_client: TestClient, db_state: ServiceState, auth: Auth
+) -> None:
+    ids = [str(c) for c in db_state.engine.catalog.ids]
+    admin = sa.create_engine(db_state.storage.url)
+    with admin.begin() as conn:
+        conn.execute(sa.text("DROP TABLE user_profiles"))
+    admin.dispose()
+    body = {"user_id": "unlucky", "viewing_events": events_for(ids, 12)}
+    r = db_client.post(UPDATE, json=body, headers=auth("unlucky"))
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "storage_unavailable"
+    assert db_state.storage.events_for_users(["unlucky"]).empty
+    assert not db_state.engine.known_user("unlucky")
+    recs = db_client.post(RECS, json={"user_id": "unlucky", "limit": 5}, headers=auth("unlucky")).json()
+    assert {r["recommendation_type"] for r in recs["recommendations"]} == {"cold_start"}
 
 
 @pytest.mark.parametrize(
@@ -299,6 +350,35 @@ def test_train_is_queued_then_succeeds_then_409_unless_forced(
     forced = db_client.post(TRAIN, json={"user_id": known_user, "force": True}, headers=headers)
     assert forced.status_code == 202
     assert wait_for_job(db_client, forced.json()["job_id"], headers)["status"] in {"succeeded", "skipped"}
+
+
+def test_training_for_another_user_is_403_and_queues_nothing(
+    client: TestClient, state: ServiceState, auth: Auth, known_user: str
+) -> None:
+    r = client.post(TRAIN, json={"user_id": known_user, "force": True}, headers=auth("intruder"))
+    assert r.status_code == 403, r.text
+    assert r.json()["error"] == "forbidden"
+    assert state.storage.list_jobs(user_id=known_user) == []
+
+
+def test_a_second_training_while_one_is_queued_is_409_even_forced(
+    db_client: TestClient, db_state: ServiceState, auth: Auth, known_user: str
+) -> None:
+    headers = auth(known_user)
+    db_state.stop()  # the worker is paused, so the first job stays queued
+    first = db_client.post(TRAIN, json={"user_id": known_user, "force": True}, headers=headers)
+    assert first.status_code == 202, first.text
+    for force in (True, False):
+        again = db_client.post(TRAIN, json={"user_id": known_user, "force": force}, headers=headers)
+        assert again.status_code == 409, again.text
+        assert again.json()["error"] == "training_in_progress"
+        assert again.json()["job_id"] == first.json()["job_id"]
+    assert [j.job_id for j in db_state.storage.list_jobs(user_id=known_user)] == [first.json()["job_id"]]
+
+    db_state.start()
+    assert wait_for_job(db_client, first.json()["job_id"], headers)["status"] in {"succeeded", "skipped"}
+    after = db_client.post(TRAIN, json={"user_id": known_user, "force": True}, headers=headers)
+    assert after.status_code == 202, after.text
 
 
 def test_jobs_unknown_is_404_and_other_users_job_is_403(

@@ -43,7 +43,7 @@ ATTACKS: dict[str, tuple[str | None, str]] = {
     "not_bearer": ("Basic dTE6cHc=", "malformed"),
     "empty_bearer": ("Bearer ", "malformed"),
     "malformed": ("Bearer not.a.jwt", "malformed"),
-    "expired": ("Bearer " + issue_token("u1", SECRET, ttl_seconds=-10), "expired"),
+    "expired": ("Bearer " + issue_token("u1", SECRET, ttl_seconds=-120), "expired"),
     "bad_signature": ("Bearer " + issue_token("u1", "another-secret-0123456789abcdef"), "bad_signature"),
     "alg_none": ("Bearer " + jwt.encode(_claims(), None, algorithm="none"), "bad_algorithm"),
     "alg_hs512": ("Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS512"), "bad_algorithm"),
@@ -52,6 +52,19 @@ ATTACKS: dict[str, tuple[str | None, str]] = {
         "missing_sub",
     ),
     "empty_sub": ("Bearer " + jwt.encode(_claims(sub=" "), SECRET, algorithm="HS256"), "missing_sub"),
+    "scope_number": ("Bearer " + jwt.encode(_claims(scope=5), SECRET, algorithm="HS256"), "malformed"),
+    "scope_dict": (
+        "Bearer " + jwt.encode(_claims(scope={"sona:service": True}), SECRET, algorithm="HS256"),
+        "malformed",
+    ),
+    "scope_list_of_numbers": (
+        "Bearer " + jwt.encode(_claims(scope=[1, 2]), SECRET, algorithm="HS256"),
+        "malformed",
+    ),
+    "issued_in_the_future": (
+        "Bearer " + jwt.encode(_claims(iat=int(time.time()) + 300), SECRET, algorithm="HS256"),
+        "not_yet_valid",
+    ),
     "missing_exp": (
         "Bearer " + jwt.encode({"sub": "u1", "iat": int(time.time())}, SECRET, algorithm="HS256"),
         "missing_claim",
@@ -93,6 +106,40 @@ def test_valid_token_on_a_starting_service_is_503_not_500(client: TestClient) ->
     assert response.json()["error"] == "not_ready"
 
 
+@pytest.mark.parametrize("scope", ["sona:service", ["sona:service"], "", []])
+def test_string_and_list_scopes_are_accepted(client: TestClient, scope: object) -> None:
+    token = jwt.encode(_claims(scope=scope), SECRET, algorithm="HS256")
+    r = client.post(
+        "/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 503, r.text  # authenticated; the service just has no engine yet
+
+
+def test_a_few_seconds_of_clock_skew_are_tolerated(client: TestClient) -> None:
+    now = int(time.time())
+    ahead = jwt.encode({"sub": "u1", "iat": now + 5, "exp": now + 600}, SECRET, algorithm="HS256")
+    just_expired = jwt.encode({"sub": "u1", "iat": now - 600, "exp": now - 5}, SECRET, algorithm="HS256")
+    for token in (ahead, just_expired):
+        r = client.post(
+            "/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 503, r.text
+
+
+def test_an_unexpected_exception_is_a_generic_json_500_with_the_request_id(client: TestClient) -> None:
+    @client.app.get("/api/v1/explode")  # type: ignore[attr-defined]
+    def explode() -> None:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    r = client.get("/api/v1/explode", headers={"X-Request-ID": "trace-500"})
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "internal_error"
+    assert body["request_id"] == "trace-500" == r.headers["x-request-id"]
+    assert set(body) == {"error", "message", "request_id"}
+    assert "hunter2" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+
+
 def test_unknown_route_is_json_404_and_request_id_is_echoed(client: TestClient) -> None:
     response = client.get("/api/v1/nope", headers={"X-Request-ID": "trace-42"})
     assert response.status_code == 404
@@ -117,7 +164,7 @@ def test_metrics_count_requests_and_jwt_failures(client: TestClient) -> None:
     client.post(
         "/api/v1/recommendations",
         json={"user_id": "u1"},
-        headers={"Authorization": "Bearer " + issue_token("u1", SECRET, ttl_seconds=-10)},
+        headers={"Authorization": "Bearer " + issue_token("u1", SECRET, ttl_seconds=-120)},
     )
     assert value("sona_jwt_failures_total", {"reason": "expired"}) == before + 1
     after_req = value("sona_http_requests_total", {"endpoint": "/api/v1/recommendations", "status": "401"})
