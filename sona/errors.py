@@ -15,6 +15,7 @@ granularity they need::
     │   ├── UnknownContentError
     │   └── UnknownJobError
     ├── StorageError                the database or the adapter store failed
+    │   ├── StorageUnavailableError the database is unreachable or busy: retry later
     │   └── AdapterCorruptError     an adapter file is missing or unreadable
     ├── FitError                    training produced an unusable model
     └── TrainingRejectedError       a training request is refused by a guard
@@ -36,6 +37,7 @@ __all__ = [
     "NotFoundError",
     "SonaError",
     "StorageError",
+    "StorageUnavailableError",
     "TrainedTooRecentlyError",
     "TrainingRejectedError",
     "UnknownContentError",
@@ -129,6 +131,16 @@ class UnknownJobError(NotFoundError):
 
 class StorageError(SonaError):
     """The database or the adapter store failed."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database could not be reached or was busy (the driver's operational errors).
+
+    Nothing about the data written is wrong, so the same write may succeed
+    later: loops that retry writes (the event consumer) retry these for as long
+    as they last, and treat any other :class:`StorageError` as a failure that
+    will repeat on the same input.
+    """
 
 
 class AdapterCorruptError(StorageError):

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from sona.catalog import Catalog, ContentItem
-from sona.errors import StorageError, ValidationError
+from sona.errors import StorageError, StorageUnavailableError, ValidationError
 from sona.profile import UserProfile
 from sona.storage import _adapters, _content, _events, _jobs, _profiles
 from sona.storage._records import AdapterRecord, AddEventsResult, JobStatus, OnConflict, TrainingJob
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from sona.config import Settings
 
 __all__ = ["Storage"]
+
+#: What a DB-API driver raises when the database, not the data, is the problem.
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.TimeoutError)
 
 
 def _normalize_url(url: str | URL) -> URL:
@@ -132,6 +135,8 @@ class Storage:
             else:
                 with (self._writer if write else self._engine).begin() as conn:
                     yield conn
+        except _UNAVAILABLE as e:  # connection lost, database locked: not the data
+            raise StorageUnavailableError(f"{what} failed: {_reason(e)}") from e
         except exc.SQLAlchemyError as e:
             raise StorageError(f"{what} failed: {_reason(e)}") from e
 
