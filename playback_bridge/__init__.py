@@ -7,7 +7,9 @@ runs the Kafka consumer as its own process.
 
 from playback_bridge._batch import PlaybackBatch, decode_batch
 from playback_bridge._messages import (
+    ID_PATTERN,
     SCHEMA_VERSION,
+    TIMESTAMP_RANGE,
     EventType,
     PlaybackEvent,
     PlaybackState,
@@ -41,7 +43,9 @@ from playback_bridge._sink import BatchResult, EventSink, ProfileEngine, Trainin
 from playback_bridge._sync import SyncNotifier, SyncStats
 
 __all__ = [
+    "ID_PATTERN",
     "SCHEMA_VERSION",
+    "TIMESTAMP_RANGE",
     "BatchResult",
     "ContinueWatchingItem",
     "EventHandler",

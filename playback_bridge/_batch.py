@@ -11,6 +11,8 @@ fast checks did not (a numeric string, a missing optional field) still counts.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +23,9 @@ from pandas._libs import lib
 from pydantic_core import from_json
 
 from playback_bridge._messages import (
+    CONTROL_CHARACTERS,
     SCHEMA_VERSION,
+    TIMESTAMP_RANGE,
     EventType,
     PlaybackState,
     PoisonMessageError,
@@ -32,6 +36,8 @@ from playback_bridge._messages import (
 )
 
 __all__ = ["PlaybackBatch", "decode_batch"]
+
+log = logging.getLogger(__name__)
 
 AnyEvent = SessionCreated | PositionUpdated | SessionEnded
 
@@ -45,6 +51,10 @@ _ENDED = EventType.SESSION_ENDED.value
 _STATE_ENDED = PlaybackState.ENDED.value
 # ISO-8601 with an explicit offset, as producers write it; anything else goes to the model.
 _TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)"
+# Years the fast path accepts: a year inside the models' range on both sides, so no UTC offset can
+# carry a stamp out of it (or out of what datetime64[ns] holds); the edge years go to the model.
+_YEARS = (TIMESTAMP_RANGE[0].year + 1, TIMESTAMP_RANGE[1].year - 2)
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 COLUMNS = (
     "session_id",
     "user_id",
@@ -151,12 +161,21 @@ def _valid_ids(values: list[object]) -> npt.NDArray[np.bool_]:
     """``str`` of 1-255 characters, not all whitespace (the models' ``_Id``)."""
     n = len(values)
     arr = np.array(values, dtype=object)
-    if n and lib.is_string_array(arr):  # the usual case: C-level maps, no per-value Python frame
+    # ndim: equal-length lists make a 2-D array whose cells are strings.
+    if n and arr.ndim == 1 and lib.is_string_array(arr):  # the usual case: C-level maps, no Python frame
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)  # type: ignore[arg-type]
         blank = np.fromiter(map(str.isspace, values), dtype=bool, count=n)  # type: ignore[arg-type]
-        return (lengths > 0) & (lengths <= 255) & ~blank
+        valid = (lengths > 0) & (lengths <= 255) & ~blank
+        if _CONTROL.search("".join(values)):  # type: ignore[arg-type]  # rare: one scan finds none
+            valid &= ~np.fromiter(map(bool, map(_CONTROL.search, values)), dtype=bool, count=n)  # type: ignore[arg-type]
+        return valid
     return np.fromiter(
-        (type(v) is str and 0 < len(v) <= 255 and not v.isspace() for v in values), dtype=bool, count=n
+        (
+            type(v) is str and 0 < len(v) <= 255 and not v.isspace() and _CONTROL.search(v) is None
+            for v in values
+        ),
+        dtype=bool,
+        count=n,
     )
 
 
@@ -164,8 +183,32 @@ def decode_batch(values: Sequence[bytes | None]) -> tuple[PlaybackBatch, list[tu
     """Decode message values into a :class:`PlaybackBatch` plus ``(position, reason)`` of each poison message.
 
     Session-created events are valid but carry no position: they are neither
-    in the batch nor poison.
+    in the batch nor poison. Never raises: if the column-wise decoder fails on
+    an input nobody foresaw, the batch is decoded one message at a time and a
+    message that still cannot be turned into a row is poison, so one bad
+    message can never stop a partition.
     """
+    try:
+        return _decode_columns(values)
+    except Exception:
+        log.exception("column-wise decoding failed; decoding the %d messages one by one", len(values))
+    poison: list[tuple[int, str]] = []
+    frames: list[pd.DataFrame] = []
+    for i, value in enumerate(values):
+        try:
+            event = decode_event(value)
+            if not isinstance(event, SessionCreated):
+                frames.append(_frame_from_models([(i, event)]))
+        except PoisonMessageError as exc:
+            poison.append((i, exc.reason))
+        except Exception as exc:
+            poison.append((i, f"undecodable: {type(exc).__name__}: {exc}"))
+    frame = pd.concat(frames) if frames else _empty()
+    return PlaybackBatch(frame), poison
+
+
+def _decode_columns(values: Sequence[bytes | None]) -> tuple[PlaybackBatch, list[tuple[int, str]]]:
+    """The fast path of :func:`decode_batch`; may raise on inputs it does not foresee."""
     n = len(values)
     parsed = [_parse(v) for v in values]
     docs = [p if type(p) is dict else {} for p in parsed]
@@ -175,23 +218,27 @@ def decode_batch(values: Sequence[bytes | None]) -> tuple[PlaybackBatch, list[tu
         dtype=bool,
         count=n,
     )
-    ok &= np.fromiter((k in _POSITION for k in kind), dtype=bool, count=n)
+    ok &= np.fromiter((type(k) is str and k in _POSITION for k in kind), dtype=bool, count=n)
     for name in _IDS:
         ok &= _valid_ids([d.get(name) for d in docs])
     ended = np.array([k == _ENDED for k in kind], dtype=bool)
-    position = _number([d.get(_POSITION.get(k, "position_seconds")) for d, k in zip(docs, kind, strict=True)])  # type: ignore[arg-type]
+    fields = [_POSITION.get(k, "position_seconds") if type(k) is str else "position_seconds" for k in kind]
+    position = _number([d.get(f) for d, f in zip(docs, fields, strict=True)])
     duration = _number([d.get("duration_seconds") for d in docs])
     completion = _number([d.get("completion_rate") if e else 0.0 for d, e in zip(docs, ended, strict=True)])
     state = [d.get("playback_state") for d in docs]
     with np.errstate(invalid="ignore"):
         ok &= np.isfinite(position) & (position >= 0) & np.isfinite(duration) & (duration >= 0)
         ok &= np.isfinite(completion) & (completion >= 0) & (completion <= 1)
-    ok &= ended | np.fromiter((s in _STATES for s in state), dtype=bool, count=n)
+    ok &= ended | np.fromiter((type(s) is str and s in _STATES for s in state), dtype=bool, count=n)
     ok &= np.fromiter((type(d.get("event_id", "")) is str for d in docs), dtype=bool, count=n)
     stamps = pd.Series([d.get("timestamp") for d in docs], dtype=object)
     is_text = np.fromiter((type(t) is str for t in stamps), dtype=bool, count=n)
     ok &= is_text
     ok[ok] &= stamps[ok].str.fullmatch(_TIMESTAMP).to_numpy(dtype=bool)
+    if ok.any():
+        year = stamps[ok].str.slice(0, 4).astype(np.int64).to_numpy()
+        ok[ok] &= (year >= _YEARS[0]) & (year <= _YEARS[1])
     timestamp = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
     if ok.any():
         timestamp[ok] = pd.to_datetime(stamps[ok], utc=True, format="ISO8601", errors="coerce")

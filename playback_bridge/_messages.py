@@ -33,11 +33,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 __all__ = [
+    "CONTROL_CHARACTERS",
+    "ID_PATTERN",
     "SCHEMA_VERSION",
+    "TIMESTAMP_RANGE",
     "EventType",
     "PlaybackEvent",
     "PlaybackState",
@@ -84,7 +87,15 @@ class EventType(StrEnum):
     SESSION_ENDED = "session-ended"
 
 
-_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"\S")]
+#: Control characters (C0, DEL, C1): never part of an id. PostgreSQL refuses NUL in text, so a
+#: message carrying one could never be stored and would be retried forever.
+CONTROL_CHARACTERS: Final = r"\x00-\x1f\x7f-\x9f"  # as regex escapes
+#: An id: 1-255 characters, not all whitespace, no control characters.
+ID_PATTERN: Final = rf"^[^{CONTROL_CHARACTERS}]*[^\s{CONTROL_CHARACTERS}][^{CONTROL_CHARACTERS}]*$"
+#: The timestamps a playback event may carry (UTC, end exclusive): what ``datetime64[ns]`` holds, with margin.
+TIMESTAMP_RANGE: Final = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
+
+_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=ID_PATTERN)]
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -115,6 +126,15 @@ class _Event(BaseModel):
     #: Timezone-aware; producers write UTC. (Not normalized on decode: ``astimezone`` per
     #: message cost a fifth of the consumer's time; the sink converts column-wise.)
     timestamp: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        # Out of this range pandas (the consumer's batches, sona's storage) cannot represent it.
+        low, high = TIMESTAMP_RANGE
+        if not low <= value < high:
+            raise ValueError(f"timestamp out of range [{low.isoformat()}, {high.isoformat()})")
+        return value
 
 
 class SessionCreated(_Event):

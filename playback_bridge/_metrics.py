@@ -33,7 +33,7 @@ SYNC_LATENCY = Histogram(
 )
 PRODUCER_EVENTS = Counter(
     "playback_events_published_total",
-    "Playback events by outcome (sent, dropped, retried) and transport (kafka, inprocess).",
+    "Playback events by outcome (sent, dropped, retried, refused) and transport (kafka, inprocess).",
     labelnames=["transport", "outcome"],
 )
 CONSUMER_MESSAGES = Counter(

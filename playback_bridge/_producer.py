@@ -4,6 +4,11 @@
 so it can never block a request. A background task drains the buffer. When the
 buffer is full (a long broker outage, a stuck handler) new events are dropped
 and counted; events that fail to send are put back and retried with backoff.
+A delivery that keeps failing with an error that is not an outage is retried
+event by event after ``max_attempts`` tries, and the events that fail again are
+discarded and counted as ``refused``, so one event that can never be stored
+cannot hold up the others. Events still undelivered when :meth:`stop` gives up
+are counted as ``dropped`` and logged.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from playback_bridge._messages import (
     SessionEnded,
     encode_event,
 )
+from playback_bridge._retry import transient
 
 __all__ = [
     "EventHandler",
@@ -121,10 +127,15 @@ class EventProducer(Protocol):
 
 @dataclass(slots=True)
 class ProducerStats:
+    """Running totals of one producer (also exported as Prometheus metrics)."""
+
     published: int = 0
     delivered: int = 0
+    #: Not delivered: the buffer was full, or :meth:`~EventProducer.stop` gave up on them.
     dropped: int = 0
     retried: int = 0
+    #: Discarded after failing ``max_attempts`` times and once more on their own (not an outage).
+    refused: int = 0
 
 
 class _Buffered:
@@ -132,12 +143,19 @@ class _Buffered:
 
     transport = "base"
 
-    def __init__(self, *, max_buffer: int, max_batch: int, retry_backoff_seconds: float) -> None:
+    def __init__(
+        self, *, max_buffer: int, max_batch: int, retry_backoff_seconds: float, max_attempts: int = 5
+    ) -> None:
         self.max_buffer = max_buffer
         self.max_batch = max_batch
         self.retry_backoff_seconds = retry_backoff_seconds
+        self.max_attempts = max_attempts
         self.stats = ProducerStats()
         self._buffer: deque[AnyEvent] = deque()
+        # Taken from the buffer and not yet delivered or put back.
+        self._in_flight: list[AnyEvent] = []
+        # Deliveries in a row that raised an error other than an outage.
+        self._failures = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -174,12 +192,20 @@ class _Buffered:
                 continue
             n = min(self.max_batch, len(self._buffer))
             batch = [self._buffer.popleft() for _ in range(n)]
+            self._in_flight = batch
+            refused = self.stats.refused
             try:
                 failed = await self._deliver(batch)
-            except Exception:  # a bug or outage in delivery must not kill the loop
+                self._failures = 0
+            except Exception as exc:  # a bug or outage in delivery must not kill the loop
                 log.exception("event delivery failed; will retry")
                 failed = batch
-            delivered = len(batch) - len(failed)
+                if not transient(exc):
+                    self._failures += 1
+                    if self._failures >= self.max_attempts:
+                        failed = await self._deliver_each(batch)
+            self._in_flight = []
+            delivered = len(batch) - len(failed) - (self.stats.refused - refused)
             self.stats.delivered += delivered
             _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="sent").inc(delivered)
             if failed:
@@ -192,6 +218,28 @@ class _Buffered:
                     _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc()
                 await asyncio.sleep(self.retry_backoff_seconds)
 
+    async def _deliver_each(self, batch: list[AnyEvent]) -> list[AnyEvent]:
+        """Deliver one event at a time; discard those that fail for good, return those hit by an outage."""
+        self._failures = 0
+        failed: list[AnyEvent] = []
+        for i, event in enumerate(batch):
+            try:
+                failed.extend(await self._deliver([event]))
+            except Exception as exc:
+                if transient(exc):
+                    return failed + batch[i:]
+                self.stats.refused += 1
+                _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="refused").inc()
+                log.error(
+                    "discarding %s event of session %r after %d failed deliveries: %s: %s",
+                    event.event_type.value,
+                    event.session_id,
+                    self.max_attempts + 1,
+                    type(exc).__name__,
+                    exc,
+                )
+        return failed
+
     async def flush(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -203,6 +251,15 @@ class _Buffered:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        lost = len(self._in_flight) + len(self._buffer)
+        if lost:
+            # The batch being sent when cancelled may be partly delivered: no confirmation, so counted.
+            self.stats.dropped += lost
+            _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc(lost)
+            log.warning("stopped with %d events undelivered after %.1f s; they are dropped", lost, timeout)
+        self._in_flight = []
+        self._buffer.clear()
+        self._idle.set()
 
 
 class InProcessEventBus(_Buffered):
@@ -221,9 +278,13 @@ class InProcessEventBus(_Buffered):
         max_buffer: int = 10_000,
         max_batch: int = 1_000,
         retry_backoff_seconds: float = 1.0,
+        max_attempts: int = 5,
     ) -> None:
         super().__init__(
-            max_buffer=max_buffer, max_batch=max_batch, retry_backoff_seconds=retry_backoff_seconds
+            max_buffer=max_buffer,
+            max_batch=max_batch,
+            retry_backoff_seconds=retry_backoff_seconds,
+            max_attempts=max_attempts,
         )
         self.handler = handler
 

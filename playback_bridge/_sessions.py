@@ -9,19 +9,25 @@ Keys (``ns`` defaults to ``playback``, so they cannot collide with other service
                                     survives a deleted session)
 ==================================  =======================================================
 
-Every write is one pipelined ``MULTI`` round trip, so a session and its indexes
-change together.
+Every write is atomic, so a session and its indexes change together: creation
+is one ``MULTI``, and a position update and a delete are Lua scripts (one round
+trip each). A position update is a compare-and-set against the session as the
+caller read it: if another update (or a delete) got there first, it is
+recomputed from the stored session, so concurrent updates never overwrite a
+newer one with one computed from a stale read, ``updated_at`` never moves
+backwards, and a deleted session is never resurrected or its progress written.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
+from redis.commands.core import AsyncScript
 
 from playback_bridge._messages import PlaybackState, Quality
 
@@ -40,6 +46,30 @@ SESSION_TTL_SECONDS = 24 * 3600
 RESUME_MIN_SECONDS = 30.0
 #: Positions past this fraction of the duration count as finished.
 RESUME_MAX_FRACTION = 0.95
+
+
+# KEYS: session, user's sessions, user's progress. ARGV: the session as read, as to be written,
+# updated_at (epoch seconds), session id, content id, progress JSON, progress TTL.
+# Returns 1 if written, false if the session is gone, else the stored session (the caller recomputes).
+_UPDATE = """
+local stored = redis.call('GET', KEYS[1])
+if not stored then return false end
+if stored ~= ARGV[1] then return stored end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+return 1
+"""
+# KEYS: session. ARGV: the user-index key prefix and suffix, session id. Returns the deleted session.
+# (The user's index key is known only from the stored session, hence built here.)
+_DELETE = """
+local raw = redis.call('GETDEL', KEYS[1])
+if raw then
+  redis.call('ZREM', ARGV[1] .. cjson.decode(raw)['user_id'] .. ARGV[2], ARGV[3])
+end
+return raw
+"""
 
 
 def resume_position(position_seconds: float, duration_seconds: float) -> float | None:
@@ -91,6 +121,12 @@ class SessionStore:
     redis: aioredis.Redis
     namespace: str = "playback"
     ttl_seconds: int = SESSION_TTL_SECONDS
+    _update: AsyncScript = field(init=False, repr=False, compare=False)
+    _delete: AsyncScript = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_update", self.redis.register_script(_UPDATE))
+        object.__setattr__(self, "_delete", self.redis.register_script(_DELETE))
 
     def _session_key(self, session_id: str) -> str:
         return f"{self.namespace}:session:{session_id}"
@@ -135,15 +171,64 @@ class SessionStore:
         return None if raw is None else PlaybackSession.model_validate_json(raw)
 
     async def update_position(
-        self, current: PlaybackSession, position_seconds: float, playback_state: PlaybackState | None
+        self,
+        current: PlaybackSession,
+        position_seconds: float,
+        playback_state: PlaybackState | None,
+        *,
+        at: datetime | None = None,
     ) -> PlaybackSession | None:
         """Store a new position for ``current`` (as just read); ``None`` if it was deleted meanwhile.
 
-        A position at or past the duration ends the session. The key's TTL is
-        kept (``KEEPTTL``) and ``XX`` refuses to resurrect a session deleted
-        concurrently.
+        A position at or past the duration ends the session; without a state,
+        an ended session plays again and any other keeps its state. ``at`` is
+        the time of the update (now by default). The write is a compare-and-set
+        against ``current``: if the stored session changed meanwhile, the update
+        is recomputed from it, and if that one is newer than ``at`` it wins and
+        is returned unchanged (this update is superseded). The key's TTL is kept.
         """
-        session_id = current.id
+        now = datetime.now(UTC) if at is None else at
+        expected = current.model_dump_json()
+        while True:
+            if current.updated_at > now:  # a newer update is stored: never go back in time
+                return current
+            updated = self._moved(current, position_seconds, playback_state, now)
+            progress = json.dumps(
+                {
+                    "session_id": current.id,
+                    "device_id": current.device_id,
+                    "position_seconds": position_seconds,
+                    "duration_seconds": current.duration_seconds,
+                    "updated_at": now.isoformat(),
+                }
+            )
+            result = await self._update(
+                keys=[
+                    self._session_key(current.id),
+                    self._user_key(current.user_id),
+                    self._progress_key(current.user_id),
+                ],
+                args=[
+                    expected,
+                    updated.model_dump_json(),
+                    now.timestamp(),
+                    current.id,
+                    current.content_id,
+                    progress,
+                    self.ttl_seconds,
+                ],
+            )
+            if result is None:
+                return None
+            if result == 1:
+                return updated
+            expected = result  # changed meanwhile: recompute from the stored session
+            current = PlaybackSession.model_validate_json(result)
+
+    @staticmethod
+    def _moved(
+        current: PlaybackSession, position_seconds: float, playback_state: PlaybackState | None, now: datetime
+    ) -> PlaybackSession:
         if position_seconds >= current.duration_seconds:
             state = PlaybackState.ENDED
         else:
@@ -152,8 +237,7 @@ class SessionStore:
                 if current.playback_state is PlaybackState.ENDED
                 else current.playback_state
             )
-        now = datetime.now(UTC)
-        updated = current.model_copy(
+        return current.model_copy(
             update={
                 "position_seconds": position_seconds,
                 "playback_state": state,
@@ -161,31 +245,14 @@ class SessionStore:
                 "resume_position_seconds": resume_position(position_seconds, current.duration_seconds),
             }
         )
-        progress = json.dumps(
-            {
-                "session_id": session_id,
-                "device_id": current.device_id,
-                "position_seconds": position_seconds,
-                "duration_seconds": current.duration_seconds,
-                "updated_at": now.isoformat(),
-            }
-        )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._session_key(session_id), updated.model_dump_json(), keepttl=True, xx=True)
-            pipe.zadd(self._user_key(current.user_id), {session_id: now.timestamp()}, xx=True)
-            pipe.hset(self._progress_key(current.user_id), current.content_id, progress)
-            pipe.expire(self._progress_key(current.user_id), self.ttl_seconds)
-            written, *_ = await pipe.execute()
-        return updated if written else None
 
     async def delete(self, session_id: str) -> PlaybackSession | None:
-        """Remove a session and return its final state (``None`` if it did not exist)."""
-        raw = await self.redis.getdel(self._session_key(session_id))
-        if raw is None:
-            return None
-        session = PlaybackSession.model_validate_json(raw)
-        await self.redis.zrem(self._user_key(session.user_id), session_id)
-        return session
+        """Remove a session and its index entry in one step; return its final state (``None`` if none)."""
+        raw = await self._delete(
+            keys=[self._session_key(session_id)],
+            args=[f"{self.namespace}:user:", ":sessions", session_id],
+        )
+        return None if raw is None else PlaybackSession.model_validate_json(raw)
 
     async def for_user(self, user_id: str) -> list[PlaybackSession]:
         """The user's live sessions, most recently updated first; expired ids are pruned."""

