@@ -38,6 +38,7 @@ from serving._schemas import (
 )
 from serving._state import ServiceState
 from sona import NotFittedError, ValidationError, events_from_records
+from sona.events import client_event_id
 
 __all__ = ["attach_state", "create_app"]
 
@@ -128,6 +129,9 @@ def _update_profile(state: ServiceState, body: ProfileUpdateRequest) -> ProfileU
         {**e.model_dump(exclude_none=True), "user_id": body.user_id, "source": "api"}
         for e in body.viewing_events
     ]
+    for r in records:  # a client's event_id is its idempotency key for this user only
+        if "event_id" in r:
+            r["event_id"] = client_event_id(body.user_id, str(r["event_id"]))
     events = events_from_records(records)
     catalog = state.engine.catalog
     unknown = np.flatnonzero(catalog.lookup([e.content_id for e in events]) < 0)

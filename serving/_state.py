@@ -49,9 +49,10 @@ DEFAULT_TTL_SECONDS = 300
 class ServiceState:
     """Everything the endpoints share.
 
-    ``write_lock`` serializes the operations that change the engine
-    (``observe`` and adapter installs) so a profile update and a finishing
-    training job never interleave; reads do not take it.
+    ``write_lock`` serializes the writers of the engine's events and profiles
+    (``observe``), so two profile updates never interleave; reads do not take
+    it, and neither does adapter training, which only reads them and runs on
+    the training queue's one worker thread.
     """
 
     engine: Sona
@@ -115,12 +116,12 @@ class ServiceState:
         An adapter that does not beat the base model on the user's held-out
         tail is not kept; that job ends ``skipped`` with the reason.
         """
-        # The whole run holds the lock: it reads ``engine.history_``, whose lazy merge
-        # (``EventLog.frame``) rewrites the log in place and can race a concurrent ``observe``.
-        with self.write_lock:
-            summary = update_user_adapter(
-                self.engine, user_id, force=force, config=self.adapter_config, store=self.adapter_store
-            )
+        # No write lock: training only reads the engine (``observe`` publishes new state by
+        # assignment and the event log swaps its merged form in atomically), and it only ever
+        # runs on this one worker thread, so /profile/update is never held up by a training run.
+        summary = update_user_adapter(
+            self.engine, user_id, force=force, config=self.adapter_config, store=self.adapter_store
+        )
         if user_id in summary.failed:
             raise FitError(summary.failed[user_id])
         row = summary.metrics.loc[summary.metrics["user_id"] == user_id]

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 
 from playback_bridge import (
+    ID_PATTERN,
     ContinueWatchingItem,
     EventProducer,
     InProcessEventBus,
@@ -48,9 +49,8 @@ from sona import NotFoundError, Settings, load_settings
 
 __all__ = ["PlaybackService", "build_app", "create_app"]
 
-#: Not blank, and no control characters (PostgreSQL text cannot hold NUL; the rest are never ids).
-_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=_ID_PATTERN)]
+#: Ids as the event bridge accepts them: not blank, no control characters (PostgreSQL text cannot hold NUL).
+_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=ID_PATTERN)]
 _SessionId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
@@ -226,14 +226,14 @@ def create_app(
 
     @app.get("/api/v1/users/{user_id}/sessions")
     async def user_sessions(
-        user_id: Annotated[str, Path(max_length=255, pattern=_ID_PATTERN)], principal: Authenticated
+        user_id: Annotated[str, Path(max_length=255, pattern=ID_PATTERN)], principal: Authenticated
     ) -> UserSessions:
         authorize(principal, user_id)
         return UserSessions(user_id=user_id, sessions=await store.for_user(user_id))
 
     @app.get("/api/v1/playback/continue-watching")
     async def continue_watching(
-        user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=_ID_PATTERN)],
+        user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=ID_PATTERN)],
         principal: Authenticated,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> ContinueWatching:

@@ -23,6 +23,7 @@ from sona.errors import DataError, ValidationError
 __all__ = [
     "EVENT_COLUMNS",
     "ViewingEvent",
+    "client_event_id",
     "events_from_records",
     "events_to_frame",
     "make_event_id",
@@ -50,6 +51,16 @@ def make_event_id(user_id: str, content_id: str, timestamp: datetime, source: st
     """Deterministic id for events that arrive without one, so replays dedupe."""
     key = f"{user_id}\x1f{content_id}\x1f{timestamp.isoformat()}\x1f{source}"
     return hashlib.sha1(key.encode()).hexdigest()[:32]
+
+
+def client_event_id(user_id: str, key: str) -> str:
+    """The stored id of an event a client sent with its own idempotency ``key``.
+
+    Clients pick keys per user ("1", "2", ...), but stored event ids are unique
+    across all users; the digest of (user, key) keeps one user's key from
+    swallowing another user's event as a duplicate, and a retry still dedupes.
+    """
+    return "k" + hashlib.sha1(f"{user_id}\x1f{key}".encode()).hexdigest()[:31]
 
 
 #: Timestamps must fit the event frame's ``datetime64[ns]`` column (years 1677-2262).

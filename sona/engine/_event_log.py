@@ -75,45 +75,44 @@ class EventLog:
         _batches: tuple[pd.DataFrame, ...] = (),
         _replaced: int = 0,
     ):
-        self._base = (
+        base = (
             _base
             if _base is not None
             else _Base(frame.sort_values(_SORT, kind="stable").reset_index(drop=True))
         )
-        self._batches = _batches
-        self._replaced = _replaced  # appended rows that supersede an older row of their id
+        # (base, batches, rows that supersede an older row of their id), in one attribute: ``frame()``
+        # swaps in the merged form with one assignment, so a reader on another thread always
+        # unpacks a consistent triple, never a merged base with the batches it already holds.
+        self._parts: tuple[_Base, tuple[pd.DataFrame, ...], int] = (base, _batches, _replaced)
 
     def __len__(self) -> int:
-        return len(self._base.frame) + sum(len(b) for b in self._batches) - self._replaced
+        base, batches, replaced = self._parts
+        return len(base.frame) + sum(len(b) for b in batches) - replaced
 
     def frame(self) -> pd.DataFrame:
         """The whole history; merges appended batches into the base first (O(all events), then cached)."""
-        if self._batches:
-            merged = self._latest(pd.concat([self._base.frame, *self._batches], ignore_index=True))
-            self._base = _Base(merged.sort_values(_SORT, kind="stable").reset_index(drop=True))
-            self._batches = ()
-            self._replaced = 0
-        return self._base.frame
-
-    def _latest(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` (in log order) keeping only the last row of each id, when any row was replaced."""
-        if not self._replaced:
-            return frame
-        return frame.drop_duplicates("event_id", keep="last")
+        base, batches, replaced = self._parts
+        if batches:
+            merged = _latest(pd.concat([base.frame, *batches], ignore_index=True), replaced)
+            base = _Base(merged.sort_values(_SORT, kind="stable").reset_index(drop=True))
+            self._parts = (base, (), 0)
+        return base.frame
 
     def stored(self, event_ids: pd.Series) -> pd.DataFrame:
         """The current rows of those ``event_ids`` that are logged (last write wins), in any order."""
+        base, batches, _ = self._parts
         ids = event_ids.to_numpy(dtype=object)
-        at = self._base.ids().get_indexer(ids)
-        parts = [self._base.frame.iloc[at[at >= 0]]]
-        parts += [b[b["event_id"].isin(ids).to_numpy()] for b in self._batches]
+        at = base.ids().get_indexer(ids)
+        parts = [base.frame.iloc[at[at >= 0]]]
+        parts += [b[b["event_id"].isin(ids).to_numpy()] for b in batches]
         return pd.concat(parts, ignore_index=True).drop_duplicates("event_id", keep="last")
 
     def unseen(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` without events whose ``event_id`` is already logged, and without repeats within it."""
+        base, batches, _ = self._parts
         ids = frame["event_id"]
-        fresh = pd.Series(self._base.ids().get_indexer(ids.to_numpy(dtype=object)) < 0, index=ids.index)
-        for b in self._batches:
+        fresh = pd.Series(base.ids().get_indexer(ids.to_numpy(dtype=object)) < 0, index=ids.index)
+        for b in batches:
             fresh &= ~ids.isin(b["event_id"])
         return frame[fresh.to_numpy()].drop_duplicates("event_id")
 
@@ -123,22 +122,31 @@ class EventLog:
         Callers pass :meth:`unseen` events, plus ``replaced`` rows (distinct
         ids, each logged already) that supersede their stored row.
         """
-        batches = (*self._batches, frame.reset_index(drop=True))
+        base, batches, already = self._parts
+        batches = (*batches, frame.reset_index(drop=True))
         if len(batches) > _MAX_BATCHES:
             batches = (pd.concat(batches, ignore_index=True),)
-        log = EventLog(frame, _base=self._base, _batches=batches, _replaced=self._replaced + replaced)
-        if sum(len(b) for b in batches) > max(_MIN_COMPACT, len(self._base.frame) // 4):
+        log = EventLog(frame, _base=base, _batches=batches, _replaced=already + replaced)
+        if sum(len(b) for b in batches) > max(_MIN_COMPACT, len(base.frame) // 4):
             log.frame()  # amortized: the base at least grows by a quarter between merges
         return log
 
     def for_users(self, user_ids: Sequence[str]) -> pd.DataFrame:
         """Events of ``user_ids``, sorted by user then time, as ``frame()`` would order them."""
-        ranges = self._base.ranges()
+        base, batches, replaced = self._parts
+        ranges = base.ranges()
         spans = [ranges[u] for u in dict.fromkeys(user_ids) if u in ranges]
-        part = self._base.frame.iloc[_ranges_index(sorted(spans))]
-        if not self._batches:
+        part = base.frame.iloc[_ranges_index(sorted(spans))]
+        if not batches:
             return part.reset_index(drop=True)
         wanted = pd.Index(list(user_ids), dtype=object)
-        extra = [b[b["user_id"].isin(wanted).to_numpy()] for b in self._batches]
-        merged = self._latest(pd.concat([part, *extra], ignore_index=True))
+        extra = [b[b["user_id"].isin(wanted).to_numpy()] for b in batches]
+        merged = _latest(pd.concat([part, *extra], ignore_index=True), replaced)
         return merged.sort_values(_SORT, kind="stable").reset_index(drop=True)
+
+
+def _latest(frame: pd.DataFrame, replaced: int) -> pd.DataFrame:
+    """``frame`` (in log order) keeping only the last row of each id, when any row was replaced."""
+    if not replaced:
+        return frame
+    return frame.drop_duplicates("event_id", keep="last")

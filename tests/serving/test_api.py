@@ -250,6 +250,25 @@ def test_profile_update_persists_events_and_profile_idempotently(
     assert len(db_state.storage.events_for_users(["newbie"])) == 15
 
 
+def test_client_event_ids_are_per_user_keys(
+    db_client: TestClient, db_state: ServiceState, auth: Auth
+) -> None:
+    ids = [str(c) for c in db_state.engine.catalog.ids]
+    for user, content in (("alice", ids[0]), ("bob", ids[1])):
+        event = {**events_for([content], 1)[0], "event_id": "1"}
+        body = {"user_id": user, "viewing_events": [event]}
+        out = db_client.post(UPDATE, json=body, headers=auth(user)).json()
+        assert out["events_processed"] == 1 and out["duplicates_ignored"] == 0, (user, out)
+        retry = db_client.post(UPDATE, json=body, headers=auth(user)).json()
+        assert retry["events_processed"] == 0 and retry["duplicates_ignored"] == 1
+    stored = db_state.storage.events_for_users(["alice", "bob"])
+    assert sorted(zip(stored["user_id"], stored["content_id"], strict=True)) == [
+        ("alice", ids[0]),
+        ("bob", ids[1]),
+    ]
+    assert db_state.engine.known_user("alice") and db_state.engine.known_user("bob")
+
+
 def test_failed_profile_write_stores_nothing_and_leaves_the_engine_unchanged(
     db_client: TestClient, db_state: ServiceState, auth: Auth
 ) -> None:

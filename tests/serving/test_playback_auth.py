@@ -16,7 +16,7 @@ from tests.serving.conftest import SECRET
 pytestmark = pytest.mark.redis
 
 Auth = Callable[..., dict[str, str]]
-BODY = {"user_id": "u1", "content_id": "c1", "device_id": "tv", "duration_seconds": 1000.0}
+BODY = {"user_id": "u1", "content_id": "private-title", "device_id": "tv", "duration_seconds": 1000.0}
 
 
 async def _discard(batch: Sequence[SessionCreated | PositionUpdated | SessionEnded]) -> None:
@@ -56,9 +56,10 @@ async def test_continue_watching_of_another_user_is_403(playback: httpx.AsyncCli
     other = await playback.get(url, params={"user_id": "u1"}, headers=auth("u2"))
     assert other.status_code == 403, other.text
     assert other.json()["error"] == "forbidden"
-    assert "c1" not in other.text
+    assert "private-title" not in other.text  # nothing of u1's history leaks
     own = await playback.get(url, params={"user_id": "u1"}, headers=auth("u1"))
     assert own.status_code == 200, own.text
+    assert "private-title" in own.text  # the history the 403 withheld exists
 
 
 @pytest.mark.parametrize(
