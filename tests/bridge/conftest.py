@@ -7,13 +7,15 @@ The only stand-in is the remote sync service, played by a real HTTP server on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +33,17 @@ from sona import Sona, SonaConfig
 from sona.datasets import SyntheticConfig, generate_synthetic
 
 SECRET = "test-secret-for-playback-0123456789"
+#: Consumer-group timings for a single-broker test cluster: joins take seconds at the defaults.
+FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300, "poll_timeout_ms": 100}
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for ``predicate`` without blocking the loop; fail the test if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
 
 
 def missing(reason: str) -> NoReturn:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,18 +27,9 @@ from playback_bridge import (
 )
 from playback_bridge.consumer import PlaybackConsumer
 from sona.storage import Storage
+from tests.bridge.conftest import FAST_GROUP, until
 
 pytestmark = [pytest.mark.kafka]
-
-FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300, "poll_timeout_ms": 100}
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 def _update(sid: str, user: str = "u1") -> dict[str, object]:
@@ -122,14 +111,14 @@ async def test_malformed_messages_are_dead_lettered_and_the_partition_keeps_movi
     task = asyncio.create_task(consumer.run())
     try:
         first = {viewing_event_id("s-good-1"), viewing_event_id("s-good-2")}
-        await _until(
+        await until(
             lambda: task.done() or (consumer.stats.dead_letters == len(bad) and _stored(storage) == first)
         )
         assert not task.done()
 
         # A batch made only of bad messages, then a good one: still consuming.
         await _send(brokers, topic, [*ids_as_lists, json.dumps(_update("s-good-3")).encode()])
-        await _until(
+        await until(
             lambda: (
                 task.done()
                 or (

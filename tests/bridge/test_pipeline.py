@@ -6,9 +6,7 @@ import asyncio
 import json
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -32,19 +30,9 @@ from playback_bridge import (
 from playback_bridge.consumer import PlaybackConsumer
 from sona import Sona
 from sona.storage import Storage
-from tests.bridge.conftest import missing, running_app, token, weak_genre_titles
+from tests.bridge.conftest import FAST_GROUP, missing, running_app, token, until, weak_genre_titles
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
-
-FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300, "poll_timeout_ms": 100}
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def _watch(
@@ -102,7 +90,7 @@ async def test_end_to_end_through_kafka_writes_each_session_once_and_moves_the_p
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     try:
-        await _until(lambda: consumer.stats.messages >= 8)  # 6 position updates + 2 ended
+        await until(lambda: consumer.stats.messages >= 8)  # 6 position updates + 2 ended
         consumer.request_stop()
         await task
     finally:
@@ -287,7 +275,7 @@ async def test_broker_outage_never_blocks_publish_and_buffer_is_bounded(kafka_br
         stderr=subprocess.DEVNULL,
     )
     try:
-        await _until(lambda: producer.stats.delivered == 5, timeout=30)
+        await until(lambda: producer.stats.delivered == 5, timeout=30)
         await producer.stop(timeout=1)
         consumer = AIOKafkaConsumer(
             topics.for_type(EventType.POSITION_UPDATED),
