@@ -10,8 +10,8 @@ __all__ = ["transient"]
 def transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the store is unreachable, not the data bad.
 
-    :class:`sona.StorageUnavailableError` (lost connection, locked database,
-    missing schema) and ``OSError``/``TimeoutError`` are worth retrying for as
+    :class:`sona.StorageUnavailableError` (lost connection, locked or read-only
+    database, missing table) and ``OSError``/``TimeoutError`` are worth retrying for as
     long as they last; anything else (rejected data, a bug) will fail again on
     the same input.
     """

@@ -15,7 +15,7 @@ granularity they need::
     │   ├── UnknownContentError
     │   └── UnknownJobError
     ├── StorageError                the database or the adapter store failed
-    │   ├── StorageUnavailableError the database is unreachable or busy: retry later
+    │   ├── StorageUnavailableError the database is unreachable, busy or not migrated: retry
     │   └── AdapterCorruptError     an adapter file is missing or unreadable
     ├── FitError                    training produced an unusable model
     └── TrainingRejectedError       a training request is refused by a guard
@@ -134,7 +134,7 @@ class StorageError(SonaError):
 
 
 class StorageUnavailableError(StorageError):
-    """The database could not be reached or was busy (the driver's operational errors).
+    """The database could not be reached, was busy or read-only, or lacks a table (not migrated yet).
 
     Nothing about the data written is wrong, so the same write may succeed
     later: loops that retry writes (the event consumer) retry these for as long

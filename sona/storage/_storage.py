@@ -33,6 +33,21 @@ __all__ = ["Storage"]
 
 #: What a DB-API driver raises when the database, not the data, is the problem.
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.TimeoutError)
+#: PostgreSQL SQLSTATE classes and codes of the same kind: connection (08), resources (53),
+#: operator intervention (57), rollback (40: serialization failure, deadlock), a read-only
+#: server after a failover (25006), a table not migrated yet (42P01).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
+_UNAVAILABLE_SQLSTATES = frozenset({"25006", "42P01"})
+
+
+def _unavailable(e: exc.SQLAlchemyError) -> bool:
+    """Whether retrying the same write later may succeed (an outage, not rejected data)."""
+    if isinstance(e, _UNAVAILABLE) or getattr(e, "connection_invalidated", False):
+        return True
+    state = getattr(getattr(e, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and (
+        state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or state in _UNAVAILABLE_SQLSTATES
+    )
 
 
 def _normalize_url(url: str | URL) -> URL:
@@ -135,10 +150,9 @@ class Storage:
             else:
                 with (self._writer if write else self._engine).begin() as conn:
                     yield conn
-        except _UNAVAILABLE as e:  # connection lost, database locked: not the data
-            raise StorageUnavailableError(f"{what} failed: {_reason(e)}") from e
         except exc.SQLAlchemyError as e:
-            raise StorageError(f"{what} failed: {_reason(e)}") from e
+            kind = StorageUnavailableError if _unavailable(e) else StorageError
+            raise kind(f"{what} failed: {_reason(e)}") from e
 
     def _read(self, what: str) -> AbstractContextManager[Connection]:
         return self._begin(what, write=False)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from sona import Storage, StorageError, StorageUnavailableError, ViewingEvent
 
@@ -36,6 +37,31 @@ def test_a_database_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) ->
     storage = Storage(f"sqlite:///{tmp_path / 'sona.db'}")
     with pytest.raises(StorageUnavailableError):
         storage.events_for_users(["u1"])
+    storage.dispose()
+
+
+def test_a_missing_table_is_unavailable_until_migrated(storage: Storage) -> None:
+    admin = sa.create_engine(storage.url)
+    with admin.begin() as conn:
+        conn.execute(sa.text("DROP TABLE viewing_events"))
+    admin.dispose()
+    with pytest.raises(StorageUnavailableError):
+        storage.add_events([_event()])
+
+
+@pytest.mark.postgres
+def test_a_read_only_server_is_unavailable(postgres_url: str) -> None:
+    storage = Storage(postgres_url)
+    storage.upgrade()
+    storage.dispose()
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:  # what a replica promoted the wrong way round answers
+        name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    admin.dispose()
+    storage = Storage(postgres_url)
+    with pytest.raises(StorageUnavailableError, match="read-only"):
+        storage.add_events([_event()])
     storage.dispose()
 
 
