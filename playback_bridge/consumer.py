@@ -265,6 +265,7 @@ class PlaybackConsumer:
         """Hand the batch over until the handler accepts; return ``(position, reason)`` of rows it refuses."""
         refused: list[tuple[int, str]] = []
         failures = 0  # non-transient, in a row
+        row_failures: dict[int, int] = {}  # non-transient failures of single rows, across rounds
         while len(batch):
             try:
                 await self.handler(batch)
@@ -287,8 +288,10 @@ class PlaybackConsumer:
                 if not split:
                     await asyncio.sleep(self.retry_backoff_seconds)
                     continue
-            # Row by row: rows refused for good are dead-lettered; on a transient failure the
-            # rows not yet written go back to the batch loop (rows already written are idempotent).
+            # Row by row: rows refused for good are dead-lettered; on a transient failure, or a
+            # row's first failures when the split came from another row's DataError, the rows not
+            # yet written go back to the batch loop (rows already written are idempotent). A row
+            # is refused only after max_attempts failures, of the batch or of its own.
             retry: list[int] = []
             for label in batch.frame.index:
                 if retry:
@@ -302,11 +305,16 @@ class PlaybackConsumer:
                     if transient(exc):
                         retry.append(int(label))
                         continue
+                    n = row_failures[int(label)] = row_failures.get(int(label), 0) + 1
+                    if max(n, failures) < self.max_attempts:
+                        retry.append(int(label))
+                        continue
                     self.stats.handler_refused += 1
                     refused.append(
                         (
                             int(label),
-                            f"refused by storage after {failures} attempts: {type(exc).__name__}: {exc}",
+                            f"refused by storage after {max(n, failures)} attempts: "
+                            f"{type(exc).__name__}: {exc}",
                         )
                     )
             batch = batch.take(retry)

@@ -26,6 +26,7 @@ from playback_bridge import (
     viewing_event_id,
 )
 from playback_bridge.consumer import PlaybackConsumer
+from sona import DataError
 from sona.storage import Storage
 from tests.bridge.conftest import FAST_GROUP, until
 
@@ -218,6 +219,58 @@ async def test_a_row_that_always_fails_is_dead_lettered_after_bounded_retries(
     letters = await _dead_letters(brokers, topics)
     assert [letter["value"] for letter in letters] == [values[1].decode()]
     assert "RuntimeError: cannot store session s-stuck" in str(letters[0]["reason"])
+    storage.dispose()
+
+
+class InvalidAndFlaky:
+    """In front of the real sink: one session is invalid data (``DataError``, as the sink says of a
+    bad row), another fails once with an error that is neither, then stores fine."""
+
+    def __init__(self, sink: EventSink, invalid: str, flaky: str) -> None:
+        self.sink, self.invalid, self.flaky = sink, invalid, flaky
+        self.flaky_failed = False
+
+    async def __call__(self, batch: PlaybackBatch) -> object:
+        sessions = set(batch.frame["session_id"])
+        if self.invalid in sessions:
+            raise DataError(f"session {self.invalid} is not a valid viewing event")
+        if self.flaky in sessions and not self.flaky_failed:
+            self.flaky_failed = True
+            raise RuntimeError("one-off failure")
+        return await self.sink(batch)
+
+
+async def test_a_one_off_failure_after_a_data_error_split_is_retried_not_dead_lettered(
+    sqlite_url: str, kafka_brokers: str, topic_prefix: str
+) -> None:
+    brokers = kafka_brokers.split(",")
+    topics = Topics(topic_prefix)
+    storage = Storage(sqlite_url)
+    storage.upgrade()
+    await _ensure(brokers, topics)
+    sids = ("s-a", "s-once", "s-bad", "s-b")
+    values = [json.dumps(_update(sid)).encode() for sid in sids]
+    await _send(brokers, topics.for_type(EventType.POSITION_UPDATED), values)
+
+    consumer = PlaybackConsumer(
+        brokers,
+        topics,
+        InvalidAndFlaky(EventSink(storage), invalid="s-bad", flaky="s-once"),
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        partitions=1,
+        retry_backoff_seconds=0.01,
+        max_attempts=3,
+        **FAST_GROUP,
+    )
+    await consumer.start()
+    try:
+        await asyncio.wait_for(consumer.run(max_idle_seconds=1.5), 60)
+    finally:
+        await consumer.stop()
+    assert _stored(storage) == {viewing_event_id(s) for s in ("s-a", "s-once", "s-b")}
+    letters = await _dead_letters(brokers, topics)
+    assert [letter["value"] for letter in letters] == [values[2].decode()]
+    assert consumer.stats.handler_refused == 0
     storage.dispose()
 
 
