@@ -110,7 +110,7 @@ class ScoreResponse(BaseModel):
 
 class ViewingEventIn(_Body):
     #: The client's idempotency key, unique per user: a retry with the same key is ignored.
-    event_id: str | None = Field(default=None, min_length=1, max_length=64)
+    event_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"\S")
     content_id: str = ContentIdField
     timestamp: datetime
     completion_rate: float

@@ -26,6 +26,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -131,10 +132,19 @@ def write_atomic(directory: str | Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def _json_scalar(value: object) -> object:
+    """numpy scalars and dates in catalog metadata, as JSON has them; anything else is refused."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def write_engine(directory: str | Path, saved: SavedEngine) -> Path:
     """Write ``saved`` atomically to ``directory``; returns the resolved path."""
     try:  # before any file: unserializable catalog metadata fails here, not half-way through
-        catalog_json = json.dumps(saved.catalog.to_frame().to_dict("records"))
+        catalog_json = json.dumps(saved.catalog.to_frame().to_dict("records"), default=_json_scalar)
     except (TypeError, ValueError) as exc:
         raise StorageError(
             f"could not save engine to {directory}: catalog metadata is not JSON: {exc}"

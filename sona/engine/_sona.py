@@ -198,8 +198,9 @@ class Sona:
         cfg = self.config
         frame = as_frame(events, allow_empty=False)
         self._item_positions(frame)
-        # One row per event_id, the last one given, as the event log assumes (``observe`` then works).
-        frame = frame.drop_duplicates("event_id", keep="last")
+        # One row per event_id, the first one given, as the event log assumes (``observe`` then
+        # works) and as storage keeps it (``add_events`` ignores a repeated id).
+        frame = frame.drop_duplicates("event_id", keep="first")
         frame = frame.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
         items = self.catalog.index_of(frame["content_id"].to_numpy())
         self._set_users(np.array(sorted(frame["user_id"].unique()), dtype=object), frame)

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,16 @@ def test_cli_fit_into_an_impossible_directory_fails_without_traceback(tmp_path: 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "could not save" in result.stderr + result.stdout
+
+
+def test_numpy_and_date_metadata_is_saved_as_json_values(tmp_path: Path) -> None:
+    items = [
+        sona.ContentItem("a", "A", metadata={"score": np.float32(7.5), "views": np.int64(3)}),
+        sona.ContentItem("b", "B", metadata={"added": date(2026, 1, 2)}),
+        sona.ContentItem("c", "C"),
+    ]
+    events = _events().assign(content_id=[("a", "b", "c")[i % 3] for i in range(40)])
+    path = sona.Sona(sona.Catalog(items), SMALL).fit(events).save(tmp_path / "model")
+    loaded = sona.Sona.load(path).catalog
+    assert loaded["a"].metadata == {"score": 7.5, "views": 3}
+    assert loaded["b"].metadata == {"added": "2026-01-02"}

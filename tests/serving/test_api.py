@@ -269,6 +269,14 @@ def test_client_event_ids_are_per_user_keys(
     assert db_state.engine.known_user("alice") and db_state.engine.known_user("bob")
 
 
+def test_a_blank_client_event_id_is_422(client: TestClient, state: ServiceState, auth: Auth) -> None:
+    ids = [str(c) for c in state.engine.catalog.ids]
+    event = {**events_for(ids, 1)[0], "event_id": "  "}
+    r = client.post(UPDATE, json={"user_id": "blank", "viewing_events": [event]}, headers=auth("blank"))
+    assert r.status_code == 422, r.text
+    assert not state.engine.known_user("blank")
+
+
 def test_failed_profile_write_stores_nothing_and_leaves_the_engine_unchanged(
     db_client: TestClient, db_state: ServiceState, auth: Auth
 ) -> None:
