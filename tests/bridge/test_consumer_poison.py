@@ -25,7 +25,7 @@ from playback_bridge import (
     ensure_topics,
     viewing_event_id,
 )
-from playback_bridge.consumer import PlaybackConsumer
+from playback_bridge.consumer import BatchHandler, PlaybackConsumer
 from sona import DataError
 from sona.storage import Storage
 from tests.bridge.conftest import FAST_GROUP, until
@@ -152,6 +152,28 @@ async def test_malformed_messages_are_dead_lettered_and_the_partition_keeps_movi
     storage.dispose()
 
 
+async def _drain(
+    brokers: list[str], topics: Topics, handler: BatchHandler, *, max_attempts: int
+) -> PlaybackConsumer:
+    """Consume with fast retries until idle for 1.5 s, then stop; returns the consumer for its stats."""
+    consumer = PlaybackConsumer(
+        brokers,
+        topics,
+        handler,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        partitions=1,
+        retry_backoff_seconds=0.01,
+        max_attempts=max_attempts,
+        **FAST_GROUP,
+    )
+    await consumer.start()
+    try:
+        await asyncio.wait_for(consumer.run(max_idle_seconds=1.5), 60)
+    finally:
+        await consumer.stop()
+    return consumer
+
+
 class RefusesSession:
     """A batch handler in front of the real sink that always fails on one session, as a broken row would.
 
@@ -198,21 +220,7 @@ async def test_a_row_that_always_fails_is_dead_lettered_after_bounded_retries(
     await _send(brokers, topics.for_type(EventType.POSITION_UPDATED), values)
 
     handler = RefusesSession(EventSink(storage), "s-stuck")
-    consumer = PlaybackConsumer(
-        brokers,
-        topics,
-        handler,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        partitions=1,
-        retry_backoff_seconds=0.01,
-        max_attempts=3,
-        **FAST_GROUP,
-    )
-    await consumer.start()
-    try:
-        await asyncio.wait_for(consumer.run(max_idle_seconds=1.5), 60)
-    finally:
-        await consumer.stop()
+    consumer = await _drain(brokers, topics, handler, max_attempts=3)
     assert _stored(storage) == {viewing_event_id("s-a"), viewing_event_id("s-b")}
     assert consumer.stats.handler_refused == 1 and consumer.stats.dead_letters == 1
     assert consumer.stats.commits >= 1
@@ -252,21 +260,9 @@ async def test_a_one_off_failure_after_a_data_error_split_is_retried_not_dead_le
     values = [json.dumps(_update(sid)).encode() for sid in sids]
     await _send(brokers, topics.for_type(EventType.POSITION_UPDATED), values)
 
-    consumer = PlaybackConsumer(
-        brokers,
-        topics,
-        InvalidAndFlaky(EventSink(storage), invalid="s-bad", flaky="s-once"),
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        partitions=1,
-        retry_backoff_seconds=0.01,
-        max_attempts=3,
-        **FAST_GROUP,
+    consumer = await _drain(
+        brokers, topics, InvalidAndFlaky(EventSink(storage), invalid="s-bad", flaky="s-once"), max_attempts=3
     )
-    await consumer.start()
-    try:
-        await asyncio.wait_for(consumer.run(max_idle_seconds=1.5), 60)
-    finally:
-        await consumer.stop()
     assert _stored(storage) == {viewing_event_id(s) for s in ("s-a", "s-once", "s-b")}
     letters = await _dead_letters(brokers, topics)
     assert [letter["value"] for letter in letters] == [values[2].decode()]
@@ -294,21 +290,7 @@ async def test_an_outage_is_retried_beyond_the_bound_and_nothing_is_dead_lettere
     await _send(brokers, topics.for_type(EventType.SESSION_ENDED), [encode_event(ended)])
 
     handler = FailsThenRecovers(EventSink(storage), outage=6)
-    consumer = PlaybackConsumer(
-        brokers,
-        topics,
-        handler,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        partitions=1,
-        retry_backoff_seconds=0.01,
-        max_attempts=2,
-        **FAST_GROUP,
-    )
-    await consumer.start()
-    try:
-        await asyncio.wait_for(consumer.run(max_idle_seconds=1.5), 60)
-    finally:
-        await consumer.stop()
+    consumer = await _drain(brokers, topics, handler, max_attempts=2)
     assert handler.calls == 7
     assert consumer.stats.handler_retries == 6
     assert consumer.stats.dead_letters == consumer.stats.handler_refused == 0
