@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -72,6 +74,24 @@ def _stored(storage: Storage) -> set[str]:
 
 async def _ensure(brokers: list[str], topics: Topics) -> None:
     await ensure_topics(brokers, topics.all, partitions=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Bus:
+    brokers: list[str]
+    topics: Topics
+    storage: Storage
+
+
+@pytest.fixture
+async def bus(sqlite_url: str, kafka_brokers: str, topic_prefix: str) -> AsyncIterator[Bus]:
+    """Single-partition topics of their own on the real broker, and a migrated SQLite store."""
+    brokers, topics = kafka_brokers.split(","), Topics(topic_prefix)
+    storage = Storage(sqlite_url)
+    storage.upgrade()
+    await _ensure(brokers, topics)
+    yield Bus(brokers, topics, storage)
+    storage.dispose()
 
 
 async def test_malformed_messages_are_dead_lettered_and_the_partition_keeps_moving(
@@ -208,14 +228,8 @@ class FailsThenRecovers:
         return await self.sink(batch)
 
 
-async def test_a_row_that_always_fails_is_dead_lettered_after_bounded_retries(
-    sqlite_url: str, kafka_brokers: str, topic_prefix: str
-) -> None:
-    brokers = kafka_brokers.split(",")
-    topics = Topics(topic_prefix)
-    storage = Storage(sqlite_url)
-    storage.upgrade()
-    await _ensure(brokers, topics)
+async def test_a_row_that_always_fails_is_dead_lettered_after_bounded_retries(bus: Bus) -> None:
+    brokers, topics, storage = bus.brokers, bus.topics, bus.storage
     values = [json.dumps(_update(sid)).encode() for sid in ("s-a", "s-stuck", "s-b")]
     await _send(brokers, topics.for_type(EventType.POSITION_UPDATED), values)
 
@@ -227,7 +241,6 @@ async def test_a_row_that_always_fails_is_dead_lettered_after_bounded_retries(
     letters = await _dead_letters(brokers, topics)
     assert [letter["value"] for letter in letters] == [values[1].decode()]
     assert "RuntimeError: cannot store session s-stuck" in str(letters[0]["reason"])
-    storage.dispose()
 
 
 class InvalidAndFlaky:
@@ -248,14 +261,8 @@ class InvalidAndFlaky:
         return await self.sink(batch)
 
 
-async def test_a_one_off_failure_after_a_data_error_split_is_retried_not_dead_lettered(
-    sqlite_url: str, kafka_brokers: str, topic_prefix: str
-) -> None:
-    brokers = kafka_brokers.split(",")
-    topics = Topics(topic_prefix)
-    storage = Storage(sqlite_url)
-    storage.upgrade()
-    await _ensure(brokers, topics)
+async def test_a_one_off_failure_after_a_data_error_split_is_retried_not_dead_lettered(bus: Bus) -> None:
+    brokers, topics, storage = bus.brokers, bus.topics, bus.storage
     sids = ("s-a", "s-once", "s-bad", "s-b")
     values = [json.dumps(_update(sid)).encode() for sid in sids]
     await _send(brokers, topics.for_type(EventType.POSITION_UPDATED), values)
@@ -267,17 +274,10 @@ async def test_a_one_off_failure_after_a_data_error_split_is_retried_not_dead_le
     letters = await _dead_letters(brokers, topics)
     assert [letter["value"] for letter in letters] == [values[2].decode()]
     assert consumer.stats.handler_refused == 0
-    storage.dispose()
 
 
-async def test_an_outage_is_retried_beyond_the_bound_and_nothing_is_dead_lettered(
-    sqlite_url: str, kafka_brokers: str, topic_prefix: str
-) -> None:
-    brokers = kafka_brokers.split(",")
-    topics = Topics(topic_prefix)
-    storage = Storage(sqlite_url)
-    storage.upgrade()
-    await _ensure(brokers, topics)
+async def test_an_outage_is_retried_beyond_the_bound_and_nothing_is_dead_lettered(bus: Bus) -> None:
+    brokers, topics, storage = bus.brokers, bus.topics, bus.storage
     ended = SessionEnded(
         session_id="s-end",
         user_id="u1",
@@ -295,7 +295,6 @@ async def test_an_outage_is_retried_beyond_the_bound_and_nothing_is_dead_lettere
     assert consumer.stats.handler_retries == 6
     assert consumer.stats.dead_letters == consumer.stats.handler_refused == 0
     assert _stored(storage) == {viewing_event_id("s-end")}
-    storage.dispose()
 
 
 async def test_a_failed_start_stops_what_it_started(kafka_brokers: str, topic_prefix: str) -> None:
