@@ -116,6 +116,9 @@ class AdapterBlobRow(Base):
     created_at: Mapped[datetime]
 
 
+_ACTIVE = "status IN ('queued', 'running')"
+
+
 class TrainingJobRow(Base):
     __tablename__ = "training_jobs"
     __table_args__ = (
@@ -123,6 +126,15 @@ class TrainingJobRow(Base):
             "status IN ('queued', 'running', 'succeeded', 'failed', 'skipped')", name="status"
         ),
         sa.Index("ix_training_jobs_user_id_created_at", "user_id", "created_at"),
+        sa.Index("ix_training_jobs_status_created_at", "status", "created_at"),
+        # At most one queued/running job per user, whichever replica inserts it.
+        sa.Index(
+            "uq_training_jobs_active_user",
+            "user_id",
+            unique=True,
+            postgresql_where=sa.text(_ACTIVE),
+            sqlite_where=sa.text(_ACTIVE),
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -136,3 +148,8 @@ class TrainingJobRow(Base):
     adapter_version: Mapped[int | None] = mapped_column(sa.Integer)
     error: Mapped[str | None] = mapped_column(sa.Text)
     metrics: Mapped[dict[str, Any] | None]
+    # The worker ("host:pid:...") that claimed the job and until when its claim holds;
+    # a job whose lease expired is recovered by any worker.
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")

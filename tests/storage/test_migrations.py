@@ -74,13 +74,17 @@ def test_cli_db_upgrade_and_downgrade(database_url: str) -> None:
 
     result = runner.invoke(app, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert "revision 0002" in result.output
     assert _tables(database_url) == TABLES | {"alembic_version"}
 
     result = runner.invoke(app, ["db", "current"], env=env)
-    assert result.output.strip() == "0001"
+    assert result.output.strip() == "0002"
 
-    result = runner.invoke(app, ["db", "downgrade"], env=env)
+    result = runner.invoke(app, ["db", "downgrade"], env=env)  # one step back
+    assert result.exit_code == 0, result.output
+    assert "revision 0001" in result.output
+
+    result = runner.invoke(app, ["db", "downgrade", "base"], env=env)
     assert result.exit_code == 0, result.output
     assert "base (empty)" in result.output
     assert _tables(database_url) == {"alembic_version"}
