@@ -8,6 +8,7 @@ service behaves). Cross-user 403 and the service scope are in test_api.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -33,42 +34,42 @@ def client() -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-def _claims(**extra: object) -> dict[str, object]:
-    now = int(time.time())
+def _claims(now: int, **extra: object) -> dict[str, object]:
     return {"sub": "u1", "iat": now, "exp": now + 600, **extra}
 
 
-ATTACKS: dict[str, tuple[str | None, str]] = {
-    "missing_header": (None, "missing"),
-    "not_bearer": ("Basic dTE6cHc=", "malformed"),
-    "empty_bearer": ("Bearer ", "malformed"),
-    "malformed": ("Bearer not.a.jwt", "malformed"),
-    "expired": ("Bearer " + issue_token("u1", SECRET, ttl_seconds=-120), "expired"),
-    "bad_signature": ("Bearer " + issue_token("u1", "another-secret-0123456789abcdef"), "bad_signature"),
-    "alg_none": ("Bearer " + jwt.encode(_claims(), None, algorithm="none"), "bad_algorithm"),
-    "alg_hs512": ("Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS512"), "bad_algorithm"),
+def _hs256(claims: dict[str, object]) -> str:
+    return "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+#: attack name -> (the Authorization header built from the current time, the 401 reason).
+#: Built when a test runs, never at import: a token minted at collection time ages while
+#: the rest of the suite runs (``issued_in_the_future`` became valid after 270 s).
+ATTACKS: dict[str, tuple[Callable[[int], str | None], str]] = {
+    "missing_header": (lambda now: None, "missing"),
+    "not_bearer": (lambda now: "Basic dTE6cHc=", "malformed"),
+    "empty_bearer": (lambda now: "Bearer ", "malformed"),
+    "malformed": (lambda now: "Bearer not.a.jwt", "malformed"),
+    "expired": (lambda now: "Bearer " + issue_token("u1", SECRET, ttl_seconds=-120), "expired"),
+    "bad_signature": (
+        lambda now: "Bearer " + issue_token("u1", "another-secret-0123456789abcdef"),
+        "bad_signature",
+    ),
+    "alg_none": (lambda now: "Bearer " + jwt.encode(_claims(now), None, algorithm="none"), "bad_algorithm"),
+    "alg_hs512": (
+        lambda now: "Bearer " + jwt.encode(_claims(now), SECRET, algorithm="HS512"),
+        "bad_algorithm",
+    ),
     "missing_sub": (
-        "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "sub"}, SECRET, algorithm="HS256"),
+        lambda now: _hs256({k: v for k, v in _claims(now).items() if k != "sub"}),
         "missing_sub",
     ),
-    "empty_sub": ("Bearer " + jwt.encode(_claims(sub=" "), SECRET, algorithm="HS256"), "missing_sub"),
-    "scope_number": ("Bearer " + jwt.encode(_claims(scope=5), SECRET, algorithm="HS256"), "malformed"),
-    "scope_dict": (
-        "Bearer " + jwt.encode(_claims(scope={"sona:service": True}), SECRET, algorithm="HS256"),
-        "malformed",
-    ),
-    "scope_list_of_numbers": (
-        "Bearer " + jwt.encode(_claims(scope=[1, 2]), SECRET, algorithm="HS256"),
-        "malformed",
-    ),
-    "issued_in_the_future": (
-        "Bearer " + jwt.encode(_claims(iat=int(time.time()) + 300), SECRET, algorithm="HS256"),
-        "not_yet_valid",
-    ),
-    "missing_exp": (
-        "Bearer " + jwt.encode({"sub": "u1", "iat": int(time.time())}, SECRET, algorithm="HS256"),
-        "missing_claim",
-    ),
+    "empty_sub": (lambda now: _hs256(_claims(now, sub=" ")), "missing_sub"),
+    "scope_number": (lambda now: _hs256(_claims(now, scope=5)), "malformed"),
+    "scope_dict": (lambda now: _hs256(_claims(now, scope={"sona:service": True})), "malformed"),
+    "scope_list_of_numbers": (lambda now: _hs256(_claims(now, scope=[1, 2])), "malformed"),
+    "issued_in_the_future": (lambda now: _hs256(_claims(now, iat=now + 300)), "not_yet_valid"),
+    "missing_exp": (lambda now: _hs256({"sub": "u1", "iat": now}), "missing_claim"),
 }
 
 
@@ -77,7 +78,8 @@ ATTACKS: dict[str, tuple[str | None, str]] = {
 def test_every_protected_endpoint_rejects_every_attack_token_with_401(
     client: TestClient, attack: str, method: str, path: str, body: dict[str, object] | None
 ) -> None:
-    header, reason = ATTACKS[attack]
+    build, reason = ATTACKS[attack]
+    header = build(int(time.time()))
     headers = {"Authorization": header} if header is not None else {}
     response = client.request(method, path, json=body, headers=headers)
     assert response.status_code == 401, response.text
@@ -108,7 +110,7 @@ def test_valid_token_on_a_starting_service_is_503_not_500(client: TestClient) ->
 
 @pytest.mark.parametrize("scope", ["sona:service", ["sona:service"], "", []])
 def test_string_and_list_scopes_are_accepted(client: TestClient, scope: object) -> None:
-    token = jwt.encode(_claims(scope=scope), SECRET, algorithm="HS256")
+    token = jwt.encode(_claims(int(time.time()), scope=scope), SECRET, algorithm="HS256")
     r = client.post(
         "/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": f"Bearer {token}"}
     )
