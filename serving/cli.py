@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-import httpx
 import typer
 
 from sona.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
@@ -143,6 +142,8 @@ def demo_events(
     to profiles as they would from real players. Prints one summary line;
     exit 1 if any request failed.
     """
+    import httpx
+
     from serving._demo import play_demo_traffic
 
     secret = jwt_secret

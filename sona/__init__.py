@@ -1,13 +1,19 @@
 """sona: personalization for a video-streaming media gateway.
 
 The supported public API is what ``__all__`` lists; everything else is private.
+
+Names are imported on first use (PEP 562 ``__getattr__``), so ``import sona`` and
+the ``sona`` CLI's ``--help`` do not pay for torch, SQLAlchemy or peft until a
+model, the storage or an adapter is actually touched; ``from sona import Sona``
+works as before.
 """
 
-from sona import datasets, evaluation, search
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from sona._ids import ContentId, UserId
-from sona.catalog import Catalog, ContentItem
-from sona.config import Settings, load_settings
-from sona.engine import Recommendation, Sona, SonaConfig
+from sona._lazy import lazy_exports
 from sona.errors import (
     AdapterCorruptError,
     ConfigError,
@@ -28,17 +34,50 @@ from sona.errors import (
     UnknownUserError,
     ValidationError,
 )
-from sona.events import (
-    EVENT_COLUMNS,
-    ViewingEvent,
-    events_from_records,
-    events_to_frame,
-    validate_events,
-)
-from sona.profile import UserProfile
-from sona.storage import AdapterRecord, AddEventsResult, Storage, TrainingJob
+
+if TYPE_CHECKING:
+    from sona import datasets, evaluation, search
+    from sona.catalog import Catalog, ContentItem
+    from sona.config import Settings, load_settings
+    from sona.engine import Recommendation, Sona, SonaConfig
+    from sona.events import (
+        EVENT_COLUMNS,
+        ViewingEvent,
+        events_from_records,
+        events_to_frame,
+        validate_events,
+    )
+    from sona.profile import UserProfile
+    from sona.storage import AdapterRecord, AddEventsResult, Storage, TrainingJob
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (a subpackage maps to itself)
+_LAZY: dict[str, str] = {
+    "datasets": "sona.datasets",
+    "evaluation": "sona.evaluation",
+    "search": "sona.search",
+    "Catalog": "sona.catalog",
+    "ContentItem": "sona.catalog",
+    "Settings": "sona.config",
+    "load_settings": "sona.config",
+    "Recommendation": "sona.engine",
+    "Sona": "sona.engine",
+    "SonaConfig": "sona.engine",
+    "EVENT_COLUMNS": "sona.events",
+    "ViewingEvent": "sona.events",
+    "events_from_records": "sona.events",
+    "events_to_frame": "sona.events",
+    "validate_events": "sona.events",
+    "UserProfile": "sona.profile",
+    "AdapterRecord": "sona.storage",
+    "AddEventsResult": "sona.storage",
+    "Storage": "sona.storage",
+    "TrainingJob": "sona.storage",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 __all__ = [
     "EVENT_COLUMNS",
