@@ -19,6 +19,9 @@ __all__ = [
     "Base",
     "ContentRow",
     "LoraAdapterRow",
+    "ModelPointerRow",
+    "ModelVersionRow",
+    "StateChangeRow",
     "TrainingJobRow",
     "UserProfileRow",
     "ViewingEventRow",
@@ -102,6 +105,9 @@ class LoraAdapterRow(Base):
     location: Mapped[str] = mapped_column(sa.Text)
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    #: The base model (``Sona.model_id_``) the adapter was trained on; NULL for adapters
+    #: stored before model ids existed (attached to no model).
+    model_id: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class AdapterBlobRow(Base):
@@ -153,3 +159,47 @@ class TrainingJobRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
     lease_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    force: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+class ModelVersionRow(Base):
+    """A published base model: the saved engine directory as one archive, by model id."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    archive: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    source: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[datetime]
+
+
+class ModelPointerRow(Base):
+    """Which published model serves: one row named ``current``, moved by a rollout."""
+
+    __tablename__ = "model_pointer"
+
+    name: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    model_id: Mapped[str] = mapped_column(sa.String(64))
+    updated_at: Mapped[datetime]
+
+
+class StateChangeRow(Base):
+    """The change feed every process polls: a user's events, an adapter or the current model changed.
+
+    Written in the same transaction as the change itself, so a reader that sees
+    the row also sees the change; pruned after an hour (a process that was away
+    longer reloads lazily anyway).
+    """
+
+    __tablename__ = "state_changes"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('user', 'adapter', 'model')", name="kind"),
+        sa.Index("ix_state_changes_created_at", "created_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime]

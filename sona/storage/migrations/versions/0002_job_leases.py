@@ -1,8 +1,9 @@
 """Training-job leases: any worker of any replica claims a job; one active job per user.
 
 Adds the lease owner and expiry a worker holds while it trains, the number of
-claims (attempts), and a partial UNIQUE index so the database itself refuses a
-second queued/running job for a user, whichever process inserts it.
+claims (attempts), whether the request skips the minimum-interval guard (force),
+and a partial UNIQUE index so the database itself refuses a second
+queued/running job for a user, whichever process inserts it.
 
 Revision ID: 0002
 Revises: 0001
@@ -31,6 +32,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_owner", sa.String(255), nullable=True))
         batch.add_column(sa.Column("lease_expires_at", TS, nullable=True))
         batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
+        # Whether the request skipped the minimum-interval guard: the worker that claims
+        # the job may be another process, so the flag travels with the row.
+        batch.add_column(sa.Column("force", sa.Boolean(), nullable=False, server_default=sa.false()))
     # Before 0002 the one-job-per-user guard was per process, so two replicas could both
     # have queued a job for one user: keep the newest, fail the others, then index.
     op.execute(
@@ -60,6 +64,7 @@ def downgrade() -> None:
     op.drop_index("ix_training_jobs_status_created_at", table_name="training_jobs")
     op.drop_index("uq_training_jobs_active_user", table_name="training_jobs")
     with op.batch_alter_table("training_jobs") as batch:
+        batch.drop_column("force")
         batch.drop_column("attempts")
         batch.drop_column("lease_expires_at")
         batch.drop_column("lease_owner")
