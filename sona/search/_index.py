@@ -176,7 +176,12 @@ class SearchIndex:
             raise ConfigError("vector_weight > 0 needs an embedder or precomputed item_vectors")
         reuse = np.full(len(texts), -1, dtype=np.int64)
         if previous is not None and previous.vectors is not None:
-            reuse = pd.Index(previous.embed_texts).get_indexer(texts)  # same text → same vector
+            # Same text -> same vector. Titles may share a text (ml-100k repeats some), so look
+            # up against each text's first position; get_indexer refuses a non-unique index.
+            known = pd.Index(previous.embed_texts)
+            first = np.flatnonzero(~known.duplicated())
+            hit = known[first].get_indexer(texts)
+            reuse = np.where(hit >= 0, first[hit], -1)
         todo = np.flatnonzero(reuse < 0)
         dim = previous.vectors.shape[1] if previous is not None and previous.vectors is not None else None
         fresh = self.embedder.encode(list(texts[todo])) if todo.size else None

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jwt
+import numpy as np
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
@@ -229,3 +230,37 @@ def test_refresh_needs_a_service_token(client: TestClient) -> None:
         "/api/v1/search/refresh", headers={"Authorization": f"Bearer {issue_token(FAN, SECRET)}"}
     )
     assert user.status_code == 403
+
+
+@pytest.mark.movielens
+def test_refresh_on_movielens_with_titles_that_embed_to_the_same_text(
+    embedder: MiniLMEmbedder, movielens_path: Path, tmp_path: Path
+) -> None:
+    """ml-100k repeats titles (same name, year and genres); refresh used to answer 500 on them."""
+    from sona.datasets import load_movielens
+    from sona.search import embedding_text
+
+    catalog, _ = load_movielens(movielens_path)
+    texts = pd.Series([embedding_text(it) for it in catalog])
+    assert texts.duplicated().any(), "the regression needs two titles with the same embedding text"
+    storage = Storage(f"sqlite:///{tmp_path / 'catalog.db'}")
+    storage.upgrade()
+    storage.upsert_content(catalog)
+    try:
+        # Unit vectors stand in for the 1,682 title embeddings (the refresh reuses them, as it
+        # would real ones); only the new title goes through MiniLM.
+        rng = np.random.default_rng(0)
+        vectors = rng.standard_normal((len(catalog), embedder.dim)).astype(np.float32)
+        index = SearchIndex(embedder).fit(storage.load_catalog(), item_vectors=vectors)
+        client = TestClient(
+            create_app(index, jwt_secret=SECRET, catalog_loader=storage.load_catalog),
+            raise_server_exceptions=False,
+        )
+        storage.upsert_content([ContentItem(content_id="late", title="Quokka Lighthouse Expedition")])
+        r = client.post("/api/v1/search/refresh", headers=_service())
+        assert r.status_code == 200, r.text
+        assert r.json() == {"n_items": len(catalog) + 1}
+        hits = _search(client, {"query": "Quokka Lighthouse Expedition"}).json()["results"]
+        assert hits[0]["content"]["id"] == "late"
+    finally:
+        storage.dispose()
