@@ -23,7 +23,11 @@ __all__ = ["Catalog", "ContentItem"]
 
 @dataclass(frozen=True, slots=True)
 class ContentItem:
-    """One title. ``people`` holds knowledge-graph entities (actors, directors, ...)."""
+    """One title. ``people`` holds knowledge-graph entities (actors, directors, ...).
+
+    ``metadata`` is free-form; keys sona reads: ``tags`` (free-text keywords, a
+    content feature), ``rating``, ``content_rating`` and ``platforms`` (search filters).
+    """
 
     content_id: ContentId
     title: str
@@ -190,18 +194,11 @@ class Catalog:
 
     def people_matrix(self, min_count: int = 2) -> tuple[sp.csr_matrix, tuple[str, ...]]:
         """(n_items, n_people) 0/1 matrix over people linked to at least ``min_count`` titles."""
-        counts = pd.Series([p for it in self._items for p in it.people], dtype=object).value_counts()
-        keep = tuple(sorted(counts[counts >= min_count].index))
-        pidx = {p: j for j, p in enumerate(keep)}
-        rows, cols = [], []
-        for i, it in enumerate(self._items):
-            for p in it.people:
-                j = pidx.get(p)
-                if j is not None:
-                    rows.append(i)
-                    cols.append(j)
-        data = np.ones(len(rows), dtype=np.float32)
-        return sp.csr_matrix((data, (rows, cols)), shape=(len(self), len(keep))), keep
+        return _incidence([it.people for it in self._items], min_count)
+
+    def tag_matrix(self, min_count: int = 2) -> tuple[sp.csr_matrix, tuple[str, ...]]:
+        """(n_items, n_tags) 0/1 matrix over ``metadata["tags"]`` shared by at least ``min_count`` titles."""
+        return _incidence([_tags(it) for it in self._items], min_count)
 
     def years(self) -> npt.NDArray[np.float32]:
         """Release years with NaN where unknown."""
@@ -212,3 +209,23 @@ class Catalog:
 
     def __repr__(self) -> str:
         return f"Catalog(n_items={len(self)}, n_genres={len(self.genres)})"
+
+
+def _tags(item: ContentItem) -> tuple[str, ...]:
+    tags = item.metadata.get("tags")
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise ValidationError("metadata.tags", f"must be a list of strings, got {type(tags).__name__}")
+    return tuple(str(t) for t in tags)
+
+
+def _incidence(labels: Sequence[tuple[str, ...]], min_count: int) -> tuple[sp.csr_matrix, tuple[str, ...]]:
+    """(n_items, n_labels) 0/1 matrix of labels on >= ``min_count`` titles (rarer ones say nothing)."""
+    counts = pd.Series([lab for row in labels for lab in set(row)], dtype=object).value_counts()
+    keep = tuple(sorted(counts[counts >= min_count].index))
+    index = {lab: j for j, lab in enumerate(keep)}
+    pairs = {(i, index[lab]) for i, row in enumerate(labels) for lab in row if lab in index}
+    rows, cols = (list(x) for x in zip(*sorted(pairs), strict=True)) if pairs else ([], [])
+    data = np.ones(len(rows), dtype=np.float32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(labels), len(keep))), keep

@@ -22,6 +22,7 @@ from sona.errors import DataError, ValidationError
 
 __all__ = [
     "EVENT_COLUMNS",
+    "RATING_MAX",
     "ViewingEvent",
     "client_event_id",
     "events_from_records",
@@ -45,6 +46,13 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 
 _REQUIRED = ("user_id", "content_id", "timestamp", "completion_rate")
+
+#: Ratings are on one five-star scale, half stars included: ``0 < rating <= RATING_MAX``.
+#: One scale, because engagement reads 4+ as liked and 2- as disliked (see
+#: :func:`sona.features.engagement_weight`). Sources on other scales map onto it
+#: linearly, ``rating * RATING_MAX / their_max`` (7/10 becomes 3.5); "no rating" is null, not 0.
+RATING_MAX = 5.0
+_RATING_RULE = f"must be in (0, {RATING_MAX:g}] (five-star scale; null when unrated)"
 
 
 def make_event_id(user_id: str, content_id: str, timestamp: datetime, source: str = "") -> str:
@@ -100,7 +108,7 @@ def _utc(value: datetime | str | float | int, field_name: str, index: int | None
 class ViewingEvent:
     """One viewing of one title by one user.
 
-    ``completion_rate`` is in [0, 1]; ``rating`` is in [1, 5] or None;
+    ``completion_rate`` is in [0, 1]; ``rating`` is in (0, 5] (half stars too) or None;
     ``timestamp`` is timezone-aware and normalized to UTC. Invalid values raise
     :class:`~sona.errors.ValidationError` naming the field.
     """
@@ -141,8 +149,8 @@ class ViewingEvent:
         if r is not None:
             if isinstance(r, bool) or not isinstance(r, int | float) or not math.isfinite(r):
                 raise ValidationError("rating", "must be a number or null", index=index)
-            if not 1.0 <= r <= 5.0:
-                raise ValidationError("rating", f"must be in [1, 5] or null, got {r}", index=index)
+            if not 0.0 < r <= RATING_MAX:
+                raise ValidationError("rating", f"{_RATING_RULE}, got {r}", index=index)
         for name in ("dismissed", "is_rewatch"):
             if not isinstance(getattr(self, name), bool):
                 raise ValidationError(name, "must be a boolean", index=index)
@@ -265,10 +273,10 @@ def validate_events(frame: pd.DataFrame, *, allow_empty: bool = True) -> pd.Data
         raise ValidationError("watch_seconds", f"must be >= 0, got {ws[i]}", index=i)
     df["watch_seconds"] = ws.to_numpy()
     rating = numeric("rating", None)
-    bad = rating.notna() & ~((rating >= 1.0) & (rating <= 5.0))
+    bad = rating.notna() & ~((rating > 0.0) & (rating <= RATING_MAX))
     if bad.any():
         i = _bad_row(bad)
-        raise ValidationError("rating", f"must be in [1, 5] or null, got {rating[i]}", index=i)
+        raise ValidationError("rating", f"{_RATING_RULE}, got {rating[i]}", index=i)
     df["rating"] = rating.to_numpy()
     for name in ("dismissed", "is_rewatch"):
         if name in frame.columns:

@@ -20,6 +20,9 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS = Path(os.environ.get("SONA_MOVIELENS", ROOT.parent / "shared" / "datasets" / "ml-100k"))
+MOVIELENS_LATEST = Path(
+    os.environ.get("SONA_MOVIELENS_LATEST", ROOT.parent / "shared" / "datasets" / "ml-latest-small")
+)
 
 
 def _need(var: str, what: str) -> str:
@@ -84,3 +87,13 @@ def movielens_path() -> Path:
             pytest.fail(f"MovieLens-100k not found at {MOVIELENS}")
         pytest.skip(f"MovieLens-100k not found at {MOVIELENS}")
     return MOVIELENS
+
+
+@pytest.fixture(scope="session")
+def movielens_latest_path() -> Path:
+    """MovieLens latest-small in GroupLens' CSV layout (half stars, tags, ~9.7k titles)."""
+    if not (MOVIELENS_LATEST / "ratings.csv").exists():
+        if os.environ.get("SONA_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"MovieLens latest-small not found at {MOVIELENS_LATEST}")
+        pytest.skip(f"MovieLens latest-small not found at {MOVIELENS_LATEST}")
+    return MOVIELENS_LATEST

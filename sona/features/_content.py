@@ -16,8 +16,12 @@ def _row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ m
 
 
-def content_features(catalog: Catalog, *, people_min_count: int = 2) -> sp.csr_matrix:
-    """(n_items, n_features): genres, release decade and people, each block row-normalized."""
+def content_features(catalog: Catalog, *, people_min_count: int = 2, tag_min_count: int = 2) -> sp.csr_matrix:
+    """(n_items, n_features): genres, release decade, people and tags, each block row-normalized.
+
+    Tags (``metadata["tags"]``, e.g. MovieLens' user-applied keywords) are a
+    block of their own so a catalog without them keeps exactly its old features.
+    """
     blocks = [_row_normalize(catalog.genre_matrix())]
     years = catalog.years()
     known = np.isfinite(years)
@@ -34,6 +38,9 @@ def content_features(catalog: Catalog, *, people_min_count: int = 2) -> sp.csr_m
     people, _ = catalog.people_matrix(min_count=people_min_count)
     if people.shape[1]:
         blocks.append(_row_normalize(people))
+    tags, _ = catalog.tag_matrix(min_count=tag_min_count)
+    if tags.shape[1]:
+        blocks.append(_row_normalize(tags))
     return sp.hstack(blocks, format="csr", dtype=np.float32)
 
 
