@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from sona import ConfigError, Settings
+from sona import EnvVarError, Settings
 
 __all__ = [
     "SERVICE_SCOPE",
@@ -134,4 +134,4 @@ def resolve_jwt_secret(settings: Settings) -> str:
         return settings.jwt_secret
     if settings.dev_mode:
         return secrets.token_urlsafe(32)
-    raise ConfigError("JWT_SECRET is not set; set it, or SONA_DEV_MODE=1 for local development")
+    raise EnvVarError("JWT_SECRET", "is not set; set it, or SONA_DEV_MODE=1 for local development")

@@ -9,14 +9,13 @@ services or the bridge, which the library may not import. The console script
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from serving._fatal import run_bentoml, serving_config_error
 from sona.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
 from sona.cli import app as library_app
 
@@ -61,18 +60,15 @@ def serve(
     """
     if service not in _TARGETS:
         raise typer.BadParameter(f"expected one of {', '.join(_TARGETS)}", param_hint="--service")
-    settings_or_exit()  # fail fast (exit 2) on a bad variable, before BentoML starts workers
+    refused = serving_config_error(settings_or_exit())  # fail fast (exit 2), before BentoML starts
+    if refused is not None:
+        typer.echo(refused, err=True)
+        raise typer.Exit(EXIT_USAGE)
     bentoml = Path(sys.executable).with_name("bentoml")
     cmd = [str(bentoml), "serve", _TARGETS[service], "--host", host, "--port", str(port)]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait()
-    raise typer.Exit(code)
+    raise typer.Exit(run_bentoml(cmd, env))  # 2 if a worker stopped it on a configuration error
 
 
 @app.command("consume")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, decode_token, parse_bearer
 from serving._errors import bearer_principal, install_error_handlers
+from serving._fatal import stop_on_config_error
 from serving._metrics import JWT_FAILURES
 from sona import Catalog, ConfigError, NotFittedError, Sona
 from sona.search import (
@@ -260,7 +261,9 @@ class Discovery:
         from sona.search import MiniLMEmbedder
         from sona.storage import Storage
 
-        settings = load_settings()
+        with stop_on_config_error():
+            settings = load_settings()
+            resolve_jwt_secret(settings)  # before the slow index build: a missing secret stops at once
         engine = Sona.load(settings.engine_dir) if settings.engine_dir.exists() else None
         # One pool for the service's life: every refresh reads the catalog through it.
         self.storage = Storage.from_settings(settings)

@@ -42,6 +42,7 @@ from playback_bridge import (
 from serving import _api as sona_api
 from serving import discovery, playback
 from serving._errors import install_error_handlers
+from serving._fatal import stop_on_config_error
 from serving._shell import make_shell
 from serving._state import ServiceState, build_state
 from sona import Settings, SonaError, UserProfile, load_settings
@@ -209,7 +210,8 @@ class Gateway:
     """SONA + playback + discovery in one process and one port; settings from the environment."""
 
     def __init__(self) -> None:
-        self.parts = build_gateway(load_settings())
+        with stop_on_config_error():
+            self.parts = build_gateway(load_settings())
         gc.freeze()  # the start-up heap is permanent; keep full GC passes off the request path
         _shell.state.inner = self.parts.app
         _shell.mount("/", self.parts.app)

@@ -44,6 +44,7 @@ from playback_bridge import (
 )
 from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
+from serving._fatal import stop_on_config_error
 from serving._shell import make_shell
 from sona import NotFoundError, Settings, load_settings
 
@@ -280,6 +281,7 @@ class PlaybackService:
     """Playback sessions over HTTP; configuration comes from the environment (``sona.load_settings``)."""
 
     def __init__(self) -> None:
-        self.app = build_app(load_settings())
+        with stop_on_config_error():
+            self.app = build_app(load_settings())
         _shell.state.inner = self.app
         _shell.mount("/", self.app)

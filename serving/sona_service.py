@@ -21,6 +21,7 @@ import gc  # noqa: E402
 import bentoml  # noqa: E402
 
 from serving._api import attach_state, create_app
+from serving._fatal import stop_on_config_error
 from serving._state import ServiceState, build_state
 from sona import load_settings
 
@@ -35,7 +36,8 @@ class SonaService:
     """Loads settings, database, engine and training worker once per process."""
 
     def __init__(self) -> None:
-        self.state: ServiceState = build_state(load_settings())
+        with stop_on_config_error():
+            self.state: ServiceState = build_state(load_settings())
         attach_state(app, self.state)
         # The start-up heap (modules, the engine) is permanent: keep full GC passes off it,
         # or each one costs the request that triggers it tens of milliseconds.
