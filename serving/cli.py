@@ -8,7 +8,9 @@ services or the bridge, which the library may not import. The console script
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +18,7 @@ from typing import Annotated, Literal
 import typer
 
 from serving._fatal import run_bentoml, serving_config_error
+from sona import Settings
 from sona.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
 from sona.cli import app as library_app
 
@@ -25,6 +28,7 @@ app = typer.Typer(
     help="sona: personalization for a video-streaming media gateway (library jobs, services, bridge).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help wraps long words; rich's cuts them off with "…"
 )
 app.add_typer(library_app)
 
@@ -38,7 +42,28 @@ _TARGETS: dict[str, str] = {
 }
 
 
-@app.command("serve")
+def _bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound right now (in use, no such address), or None.
+
+    Checked before BentoML starts, whose own failure is a multi-process traceback.
+    A port can still be taken between this check and BentoML's bind; that rare
+    race ends in BentoML's error.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"unknown host ({exc.strerror})"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return None
+
+
+@app.command("serve", short_help="Run the HTTP services with BentoML.")
 def serve(
     service: Annotated[
         str,
@@ -53,7 +78,7 @@ def serve(
     """Run the HTTP services with BentoML until SIGINT/SIGTERM.
 
     Configuration comes from the environment (DATABASE_URL, REDIS_URL,
-    KAFKA_BROKERS, JWT_SECRET, SONA_MODEL_DIR, ...): with KAFKA_BROKERS set,
+    KAFKA_BROKERS, JWT_SECRET, SONA_MODEL_DIR; the README lists them all): with KAFKA_BROKERS set,
     playback publishes to Kafka (run `sona consume` too); otherwise events
     reach sona through the in-process bus. The model in SONA_MODEL_DIR is
     loaded (or fitted on first start). API docs at /api/v1/docs.
@@ -64,6 +89,10 @@ def serve(
     if refused is not None:
         typer.echo(refused, err=True)
         raise typer.Exit(EXIT_USAGE)
+    busy = _bind_error(host, port)
+    if busy is not None:
+        typer.echo(f"error: cannot listen on {host}:{port}: {busy}; choose another --port", err=True)
+        raise typer.Exit(EXIT_USAGE)
     bentoml = Path(sys.executable).with_name("bentoml")
     cmd = [str(bentoml), "serve", _TARGETS[service], "--host", host, "--port", str(port)]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True")}
@@ -71,7 +100,7 @@ def serve(
     raise typer.Exit(run_bentoml(cmd, env))  # 2 if a worker stopped it on a configuration error
 
 
-@app.command("consume")
+@app.command("consume", short_help="Kafka playback events -> viewing events.")
 def consume(
     group_id: Annotated[str, typer.Option("--group-id", help="Kafka consumer group.")] = "sona-playback",
     max_batch: Annotated[
@@ -109,14 +138,14 @@ def consume(
     raise typer.Exit(consumer_main(argv))
 
 
-@app.command("demo-events")
+@app.command("demo-events", short_help="Play synthetic playback traffic at a server.")
 def demo_events(
     url: Annotated[
         str, typer.Option("--url", help="Base URL of a running `sona serve`.")
     ] = "http://127.0.0.1:3000",
     users: Annotated[int, typer.Option("--users", min=1, help="How many demo users watch.")] = 5,
     user_prefix: Annotated[
-        str, typer.Option("--user-prefix", help="Demo user ids are PREFIX0, PREFIX1, ...")
+        str, typer.Option("--user-prefix", help="Demo user ids are PREFIX0, PREFIX1 and so on.")
     ] = "demo-",
     sessions: Annotated[int, typer.Option("--sessions", min=1, help="Viewings per user.")] = 3,
     updates: Annotated[int, typer.Option("--updates", min=1, help="Position updates per viewing.")] = 3,
@@ -144,7 +173,7 @@ def demo_events(
 
     secret = jwt_secret
     if not secret:
-        dev = settings_or_exit().data_dir / "dev-jwt-secret"
+        dev = dev_secret_path(settings_or_exit())
         if not dev.exists():
             typer.echo("error: set JWT_SECRET (or --jwt-secret) to the server's secret", err=True)
             raise typer.Exit(EXIT_USAGE)
@@ -162,6 +191,57 @@ def demo_events(
         typer.echo(f"failed: {err}", err=True)
     if stats.failed_requests:
         raise typer.Exit(EXIT_FAILED)
+
+
+def dev_secret_path(settings: Settings) -> Path:
+    """Where ``make quickstart`` keeps the development JWT secret its server uses."""
+    return settings.data_dir / "dev-jwt-secret"
+
+
+@app.command("token", short_help="Mint a development JWT for a user or a service.")
+def token(
+    user_id: Annotated[
+        str | None, typer.Argument(help="The token's subject (user id); optional with --service.")
+    ] = None,
+    service: Annotated[
+        bool, typer.Option("--service", help="Add the 'sona:service' scope: may act for any user.")
+    ] = False,
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds.")] = 24 * 3600,
+) -> None:
+    """Print an HS256 bearer token signed with the configured secret, for curl and notebooks.
+
+    The secret is JWT_SECRET; without it, and only with SONA_DEV_MODE=1, the
+    development secret that `make quickstart` keeps in
+    $SONA_DATA_DIR/dev-jwt-secret. With neither, it refuses (exit 2): a
+    `sona serve` without JWT_SECRET signs with a random per-process secret that
+    no token can match. Example:
+    curl -H "Authorization: Bearer $(sona token u1)" URL
+    """
+    from serving._auth import SERVICE_SCOPE, issue_token
+
+    if user_id is None and not service:
+        typer.echo("error: give a USER_ID, or --service for a service token", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if user_id is not None and not user_id.strip():
+        typer.echo("error: USER_ID is blank", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    settings = settings_or_exit()
+    secret = settings.jwt_secret
+    if not secret:
+        dev = dev_secret_path(settings)
+        if not settings.dev_mode:
+            typer.echo("error: JWT_SECRET is not set (and SONA_DEV_MODE is off); set one of them", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        if not dev.exists():
+            typer.echo(
+                f"error: JWT_SECRET is not set and there is no development secret in {dev}; "
+                "set JWT_SECRET to the server's secret, or run `make quickstart` first",
+                err=True,
+            )
+            raise typer.Exit(EXIT_USAGE)
+        secret = dev.read_text().strip()
+    scopes = (SERVICE_SCOPE,) if service else ()
+    typer.echo(issue_token(user_id or "sona-service", secret, ttl_seconds=ttl, scopes=scopes))
 
 
 def main() -> None:

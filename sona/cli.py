@@ -53,9 +53,14 @@ app = typer.Typer(
     help="sona: personalization for a video-streaming media gateway.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help wraps long words; rich's cuts them off with "…"
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations packaged with sona).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
+db_app = typer.Typer(
+    help="Database schema (Alembic migrations packaged with sona).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(db_app, name="db", short_help="Database schema: upgrade, downgrade, current.")
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="Database URL; overrides DATABASE_URL.", show_default=False)
@@ -70,57 +75,110 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _missing_sqlite_dir(url: str, settings: Settings | None) -> Path | None:
+    """The missing parent directory of a SQLite file URL, unless it is sona's own data dir.
+
+    ``Storage`` creates a SQLite file's directory, which is right for the default
+    database in ``SONA_DATA_DIR`` but turns a typo in ``--url``/``DATABASE_URL``
+    into a new directory tree; the CLI refuses those instead.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # Storage reports the malformed URL itself
+    db = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or db in ("", ":memory:") or db.startswith("file:"):
+        return None
+    parent = Path(db).expanduser().resolve().parent
+    if parent.exists() or (settings is not None and parent == settings.data_dir.resolve()):
+        return None
+    return parent
+
+
 def _storage(url: str | None) -> Storage:
     from sona.storage import Storage  # import SQLAlchemy only when a db command runs
 
+    settings = None if url else _settings()
+    target = url or settings.database_url  # type: ignore[union-attr]
+    missing = _missing_sqlite_dir(target, settings)
+    if missing is not None:
+        raise _die(f"directory {missing} of the SQLite database does not exist; create it first", EXIT_USAGE)
     try:
-        return Storage(url) if url else Storage.from_settings(_settings())
+        return Storage(target)
     except StorageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
-def _run(url: str | None, action: str, revision: str) -> None:
+def _migration_error(exc: Exception) -> tuple[str, int] | None:
+    """One line and the exit code for an Alembic or database failure; None for anything else (a bug).
+
+    Alembic's ``CommandError`` means the request was wrong (an unknown revision):
+    a usage error, exit 2. A database failure is exit 1.
+    """
+    from alembic.util import CommandError
+
+    if isinstance(exc, StorageError | CommandError):
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return line, EXIT_USAGE if isinstance(exc, CommandError) else EXIT_FAILED
+    return None
+
+
+def _run(url: str | None, action: str, revision: str, debug: bool) -> None:
     storage = _storage(url)
     try:
         getattr(storage, action)(revision)
         current = storage.current_revision()
-    except StorageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        failure = _migration_error(exc)
+        if failure is None or debug:
+            raise
+        raise _die(f"{action} to {revision!r} failed: {failure[0]}", failure[1]) from exc
     finally:
         storage.dispose()
     shown = storage.url.render_as_string(hide_password=True)
     typer.echo(f"{shown}: schema at revision {current or 'base (empty)'}")
 
 
-@db_app.command("upgrade")
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show the full traceback of a failure instead of one line.")
+]
+
+
+@db_app.command("upgrade", short_help="Migrate the schema up (default: latest).")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
     url: UrlOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Create or migrate the schema up to REVISION (default: the latest)."""
-    _run(url, "upgrade", revision)
+    _run(url, "upgrade", revision, debug)
 
 
-@db_app.command("downgrade")
+@db_app.command("downgrade", short_help="Revert the schema (default: one step).")
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")] = "-1",
     url: UrlOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Revert the schema to REVISION (default: one step back)."""
-    _run(url, "downgrade", revision)
+    _run(url, "downgrade", revision, debug)
 
 
-@db_app.command("current")
-def db_current(url: UrlOption = None) -> None:
+@db_app.command("current", short_help="Print the applied revision.")
+def db_current(url: UrlOption = None, debug: DebugOption = False) -> None:
     """Print the applied revision."""
     storage = _storage(url)
     try:
         typer.echo(storage.current_revision() or "base (empty)")
-    except StorageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        failure = _migration_error(exc)
+        if failure is None or debug:
+            raise
+        raise _die(failure[0], failure[1]) from exc
     finally:
         storage.dispose()
 
@@ -136,10 +194,18 @@ def _die(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_database_dir(settings: Settings) -> None:
+    """Exit 2 before any work when DATABASE_URL is a SQLite file in a directory that does not exist."""
+    missing = _missing_sqlite_dir(settings.database_url, settings)
+    if missing is not None:
+        raise _die(f"directory {missing} of the SQLite database (DATABASE_URL) does not exist", EXIT_USAGE)
+
+
 def _open_storage(settings: Settings) -> Storage:
     """The configured database, migrated to the packaged head (idempotent)."""
     from sona.storage import Storage
 
+    _check_database_dir(settings)
     storage = Storage(settings.database_url)
     storage.upgrade()
     return storage
@@ -215,7 +281,7 @@ def _engine_config(epochs: int | None, seed: int, progress: bool) -> SonaConfig:
 
 
 # ---------------------------------------------------------------- fit
-@app.command("fit")
+@app.command("fit", short_help="Train the base model on --data and save it.")
 def fit(
     data: DataOption,
     epochs: EpochsOption = None,
@@ -243,6 +309,8 @@ def fit(
     from sona.engine import Sona
 
     settings = _settings()
+    if store:
+        _check_database_dir(settings)
     try:
         dataset = load_training_data(data, seed=seed)
     except (ConfigError, DataError) as exc:
@@ -301,7 +369,22 @@ def _sync_events(engine: Sona, storage: Storage, users: list[str]) -> int:
     return len(fresh)
 
 
-@app.command("train-adapters")
+def _require_known_users(engine: Sona, users: list[str], users_file: Path) -> None:
+    """Exit 2 when a --users file names nobody the model knows (a wrong file, not a quiet no-op)."""
+    unknown = [u for u in users if not engine.known_user(u)]
+    if users and len(unknown) < len(users):
+        if unknown:
+            typer.echo(f"warning: {len(unknown)} of {len(users)} users in {users_file} are unknown", err=True)
+        return
+    example = f" (e.g. {unknown[0]!r})" if unknown else ""
+    raise _die(
+        f"{users_file} names no user the model knows: {len(users)} ids{example}; "
+        "expected one known user id per line",
+        EXIT_USAGE,
+    )
+
+
+@app.command("train-adapters", short_help="Train per-user LoRA adapters (the scheduled job).")
 def train_adapters_cmd(
     users_file: Annotated[
         Path | None,
@@ -377,6 +460,8 @@ def train_adapters_cmd(
         synced = _sync_events(engine, storage, users)
         if synced:
             typer.echo(f"applied {synced} stored events the model had not seen", err=True)
+        if users_file is not None:
+            _require_known_users(engine, users, users_file)
         listed = None if users_file is None else "\n".join(users)  # the list's content names the run
         key = run_id or run_key(users=listed, since=since, limit=limit)
         checkpoint = RunCheckpoint(checkpoint_dir or settings.data_dir / "runs", key)
@@ -411,7 +496,7 @@ def train_adapters_cmd(
 
 
 # ---------------------------------------------------------------- evaluate
-@app.command("evaluate")
+@app.command("evaluate", short_help="Offline evaluation against Pop, ItemKNN and EASE.")
 def evaluate_cmd(
     data: DataOption,
     k: Annotated[int, typer.Option("--k", min=1, help="Cut-off of the ranking metrics.")] = 10,

@@ -67,7 +67,7 @@ def test_every_public_name_resolves() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["fit"], ["train-adapters"], ["serve"], ["db", "upgrade"]]
+    "command", [[], ["fit"], ["train-adapters"], ["serve"], ["db", "upgrade"], ["token"]]
 )
 def test_help_answers_without_loading_the_stack(command: list[str], tmp_path: Path) -> None:
     sona_cli = Path(sys.executable).with_name("sona")
