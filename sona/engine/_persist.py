@@ -3,7 +3,7 @@
 A saved engine is one directory:
 
 ================  ==========================================================
-``engine.json``   format version, config, tower shape, user order, calibration
+``engine.json``   format version, model id, config, tower shape, user order, calibration
 ``catalog.json``  the catalog as records
 ``history.npz``   every event (profiles are recomputed from it on load)
 ``model.npz``     content embeddings, item-item weights, priors, cold-start list
@@ -14,10 +14,18 @@ It is written to a temporary sibling and swapped in with ``os.replace``, so
 readers see the old copy or the complete new one, never a half-written one.
 ``calibration`` is optional: engines saved before it existed load with the
 older monotone squash instead.
+
+The **model id** is a content hash of the frozen model (config, catalog,
+content embeddings, item tables, tower weights, calibration), not of the event
+history: it names the base model that adapters are trained on, so an adapter is
+attached only to the model it was trained for (see :func:`model_id_of`). Engines
+saved before it existed get it computed on load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -42,7 +50,16 @@ from sona.events import EVENT_COLUMNS
 from sona.models import PlattScaling, TowerScorer, UserTower
 from sona.models._config import SonaConfig
 
-__all__ = ["SavedEngine", "read_engine", "write_atomic", "write_engine"]
+__all__ = [
+    "SavedEngine",
+    "model_id_of",
+    "pack_engine",
+    "read_engine",
+    "read_model_id",
+    "unpack_engine",
+    "write_atomic",
+    "write_engine",
+]
 
 _T = TypeVar("_T")
 
@@ -64,6 +81,57 @@ class SavedEngine:
     #: popularity, trending, cold_order, cold_rank and collab_dense or collab_{data,indices,indptr}
     arrays: Mapping[str, npt.NDArray[Any]]
     calibration: PlattScaling | None
+    #: Content hash of the frozen model; computed by ``write_engine`` when None.
+    model_id: str | None = None
+
+
+def _catalog_json(catalog: Catalog) -> str:
+    return json.dumps(catalog.to_frame().to_dict("records"), default=_json_scalar)
+
+
+def model_id_of(
+    *,
+    catalog: Catalog,
+    config: SonaConfig,
+    content_embeddings: npt.NDArray[Any],
+    arrays: Mapping[str, npt.NDArray[Any]],
+    scorer: TowerScorer,
+    calibration: PlattScaling | None,
+) -> str:
+    """Content hash (sha256, 32 hex digits) of everything that makes the frozen model score as it does.
+
+    The event history is user state, not model: observing events never changes the id,
+    refitting always does (new weights), so adapters can tell which base they belong to.
+    """
+    h = hashlib.sha256()
+
+    def put(name: str, data: bytes) -> None:
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+
+    def put_array(name: str, a: npt.NDArray[Any]) -> None:
+        a = np.ascontiguousarray(a)
+        put(name, f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+
+    put("config", json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    put("catalog", _catalog_json(catalog).encode())
+    put_array("content_embeddings", np.asarray(content_embeddings))
+    for name in sorted(arrays):
+        put_array(f"model/{name}", np.asarray(arrays[name]))
+    for name, t in sorted(scorer.state_dict().items()):
+        put_array(f"scorer/{name}", t.detach().cpu().numpy())
+    put("calibration", json.dumps(None if calibration is None else calibration.to_dict()).encode())
+    return h.hexdigest()[:32]
+
+
+def _saved_model_id(saved: SavedEngine) -> str:
+    return saved.model_id or model_id_of(
+        catalog=saved.catalog,
+        config=saved.config,
+        content_embeddings=saved.content_embeddings,
+        arrays=saved.arrays,
+        scorer=saved.scorer,
+        calibration=saved.calibration,
+    )
 
 
 def item_arrays(
@@ -144,11 +212,12 @@ def _json_scalar(value: object) -> object:
 def write_engine(directory: str | Path, saved: SavedEngine) -> Path:
     """Write ``saved`` atomically to ``directory``; returns the resolved path."""
     try:  # before any file: unserializable catalog metadata fails here, not half-way through
-        catalog_json = json.dumps(saved.catalog.to_frame().to_dict("records"), default=_json_scalar)
+        catalog_json = _catalog_json(saved.catalog)
     except (TypeError, ValueError) as exc:
         raise StorageError(
             f"could not save engine to {directory}: catalog metadata is not JSON: {exc}"
         ) from exc
+    model_id = _saved_model_id(saved)
 
     def write(d: Path) -> None:
         h = saved.history
@@ -163,6 +232,7 @@ def write_engine(directory: str | Path, saved: SavedEngine) -> Path:
         tower = saved.scorer.tower
         meta = {
             "format_version": FORMAT_VERSION,
+            "model_id": model_id,
             "config": asdict(saved.config),
             "tower": {
                 "in_dim": tower.fc1.in_features,
@@ -214,7 +284,9 @@ def _meta(path: Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise _broken(path, f"unsupported engine format {meta.get('format_version')!r}")
     calib = meta.get("calibration")
+    model_id = meta.get("model_id")
     return {
+        "model_id": str(model_id) if model_id else None,
         "config": SonaConfig(**meta["config"]),
         "tower": {k: int(meta["tower"][k]) for k in ("in_dim", "hidden_dim", "out_dim")},
         "users": np.array([str(u) for u in meta["users"]], dtype=object),
@@ -296,7 +368,7 @@ def read_engine(directory: str | Path) -> SavedEngine:
     model = _read(d / "model.npz", _arrays)
     _read(d / "model.npz", lambda p: _check_model(p, model, len(catalog)))
     scorer = _read(d / "scorer.pt", lambda p: _scorer(p, meta["tower"], len(catalog)))
-    return SavedEngine(
+    saved = SavedEngine(
         catalog=catalog,
         config=meta["config"],
         history=history,
@@ -305,4 +377,51 @@ def read_engine(directory: str | Path) -> SavedEngine:
         scorer=scorer,
         arrays=model,
         calibration=meta["calibration"],
+        model_id=meta["model_id"],
     )
+    saved.model_id = _saved_model_id(saved)  # engines saved before model ids: computed now
+    return saved
+
+
+def read_model_id(directory: str | Path) -> str | None:
+    """The model id recorded in a saved engine's ``engine.json`` (None if absent or unreadable)."""
+    try:
+        meta = json.loads((Path(directory) / "engine.json").read_text())
+    except (OSError, ValueError):
+        return None
+    model_id = meta.get("model_id") if isinstance(meta, dict) else None
+    return str(model_id) if model_id else None
+
+
+#: The files of a saved engine, in archive order.
+_FILES = ("engine.json", "catalog.json", "history.npz", "model.npz", "scorer.pt")
+
+
+def pack_engine(directory: str | Path) -> bytes:
+    """A saved engine directory as one zip archive (stored, not compressed: the arrays barely shrink)."""
+    d = Path(directory)
+    buf = io.BytesIO()
+    try:
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name in _FILES:
+                zf.write(d / name, arcname=name)
+    except OSError as exc:
+        raise StorageError(f"cannot pack the engine in {d}: {exc}") from exc
+    return buf.getvalue()
+
+
+def unpack_engine(archive: bytes, directory: str | Path) -> Path:
+    """Write an archive made by :func:`pack_engine` to ``directory`` atomically; returns its path."""
+
+    def write(tmp: Path) -> None:
+        try:
+            with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+                names = set(zf.namelist())
+                if names != set(_FILES):
+                    raise StorageError(f"not a sona engine archive: it holds {sorted(names)}")
+                for name in _FILES:
+                    (tmp / name).write_bytes(zf.read(name))
+        except zipfile.BadZipFile as exc:
+            raise StorageError(f"not a sona engine archive: {exc}") from exc
+
+    return write_atomic(directory, write)

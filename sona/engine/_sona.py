@@ -66,7 +66,7 @@ from sona.engine._fit_state import (
     order_matrix,
 )
 from sona.engine._observe import progressed
-from sona.engine._persist import SavedEngine, item_arrays, read_engine, write_engine
+from sona.engine._persist import SavedEngine, item_arrays, model_id_of, read_engine, write_engine
 from sona.engine._profile_rows import merge_profile_rows, tower_input_rows, user_profiles
 from sona.engine._requests import (
     Context,
@@ -198,6 +198,8 @@ class Sona:
         cfg = self.config
         frame = as_frame(events, allow_empty=False)
         self._item_positions(frame)
+        # Adapters belong to the model they were trained on: a new fit leaves none attached.
+        self.adapters_ = None
         # One row per event_id, the first one given, as the event log assumes (``observe`` then
         # works) and as storage keeps it (``add_events`` ignores a repeated id).
         frame = frame.drop_duplicates("event_id", keep="first")
@@ -227,6 +229,14 @@ class Sona:
         self._adopt(item_state)
         self.state_ = self._profiles(ev, n_users, self.content_embeddings_)
         self.calibration_: PlattScaling | None = fit_calibration(self, frame, ev, w_event)
+        self.model_id_: str = model_id_of(
+            catalog=self.catalog,
+            config=self.config,
+            content_embeddings=self.content_embeddings_,
+            arrays=self._item_arrays(),
+            scorer=self.scorer_,
+            calibration=self.calibration_,
+        )
         return self
 
     def _adopt(self, state: Any) -> None:
@@ -890,13 +900,7 @@ class Sona:
         NotFittedError, StorageError
         """
         self._require_fitted()
-        arrays = item_arrays(
-            self.collab_,
-            popularity=self.popularity_,
-            trending=self.trending_,
-            cold_order=self.cold_order_,
-            cold_rank=self.cold_rank_,
-        )
+        arrays = self._item_arrays()
         saved = SavedEngine(
             catalog=self.catalog,
             config=self.config,
@@ -906,8 +910,19 @@ class Sona:
             scorer=self.scorer_,
             arrays=arrays,
             calibration=getattr(self, "calibration_", None),
+            model_id=getattr(self, "model_id_", None),
         )
         return write_engine(directory, saved)
+
+    def _item_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The item tables as ``save`` writes them (and the model id hashes them)."""
+        return item_arrays(
+            self.collab_,
+            popularity=self.popularity_,
+            trending=self.trending_,
+            cold_order=self.cold_order_,
+            cold_rank=self.cold_rank_,
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Sona:
@@ -934,4 +949,5 @@ class Sona:
         engine.state_ = engine._profiles(ev, len(users), engine.content_embeddings_)
         engine._adopt(loaded_item_state(saved.config, catalog, saved.content_embeddings, saved.arrays))
         engine.calibration_ = saved.calibration
+        engine.model_id_ = saved.model_id or ""
         return engine

@@ -43,14 +43,17 @@ def attach_adapters(
     """Return the engine's adapter set, creating (and attaching) one when needed.
 
     The existing set is kept when it is built on the engine's current scorer and
-    matches ``config``/``store`` (None means "whatever it has"); otherwise a new
-    set replaces it (resident adapters then reload lazily from the store).
+    model id and matches ``config``/``store`` (None means "whatever it has");
+    otherwise a new set replaces it (resident adapters then reload lazily from the
+    store, and only those trained on the engine's model id attach).
     """
     _check(engine)
     current: Any = engine.adapters_
+    model_id = getattr(engine, "model_id_", None) or None
     if (
         isinstance(current, UserAdapter)
         and current.scorer is engine.scorer_
+        and current.model_id == model_id
         and (config is None or config == current.config)
         and (store is None or store is current.store)
     ):
@@ -61,6 +64,8 @@ def attach_adapters(
         config or (keep.config if keep else UserAdapterConfig()),
         store=store if store is not None else (keep.store if keep else None),
         byte_budget=byte_budget,
+        model_id=model_id,
+        on_stale=keep.on_stale if keep else None,
     )
     engine.adapters_ = adapters
     return adapters

@@ -9,6 +9,12 @@ ignored by readers and swept by the next save. The database backend keeps the
 same two payloads in ``adapter_blobs`` (BLOB/BYTEA) and writes blob and
 ``lora_adapters`` row in one transaction, so several serving machines share
 adapters through PostgreSQL.
+
+Adapters belong to a base model: each version records the model id it was
+trained on (checkpoint metadata, ``lora_adapters.model_id``). A store with a
+database refuses (:class:`StaleModelError`) to save an adapter trained on a
+model that is no longer the current one, so a replica still serving the old
+model never publishes adapters for it.
 """
 
 from __future__ import annotations
@@ -32,13 +38,35 @@ from sona.lora.layer import AdapterWeights, deserialize, serialize
 if TYPE_CHECKING:  # the database backend takes a Storage; sona.storage is imported only for typing
     from sona.storage import Storage
 
-__all__ = ["AdapterStore", "DatabaseAdapterStore", "DirectoryAdapterStore"]
+__all__ = ["AdapterStore", "DatabaseAdapterStore", "DirectoryAdapterStore", "StaleModelError"]
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 _META_FILE = "sona_meta.json"
 _VERSION = re.compile(r"^v(\d{6,})$")
 _STALE_TMP_SECONDS = 60.0
+
+
+class StaleModelError(StorageError):
+    """An adapter was trained on a base model that is not the current one; nothing was stored."""
+
+    def __init__(self, user_id: str, model_id: str, current: str) -> None:
+        super().__init__(
+            f"adapter for {user_id!r} was trained on model {model_id} but the current model is {current}; "
+            "not stored (retrain on the current model)"
+        )
+        self.user_id = user_id
+        self.model_id = model_id
+        self.current_model_id = current
+
+
+def _check_current(storage: Storage, weights: AdapterWeights) -> None:
+    """Raise :class:`StaleModelError` when a rollout has moved past the adapter's base model."""
+    if weights.model_id is None:
+        return
+    current = storage.current_model_id(lock=True)
+    if current is not None and current != weights.model_id:
+        raise StaleModelError(weights.user_id, weights.model_id, current)
 
 
 class AdapterStore(ABC):
@@ -169,7 +197,14 @@ class DirectoryAdapterStore(AdapterStore):
     def save(self, weights: AdapterWeights, config: UserAdapterConfig) -> int:
         config_json, data = serialize(weights, config)
         created = datetime.now(UTC)
-        meta = {"user_id": weights.user_id, "created_at": created.isoformat(), "metrics": weights.meta}
+        meta = {
+            "user_id": weights.user_id,
+            "created_at": created.isoformat(),
+            "model_id": weights.model_id,
+            "metrics": weights.meta,
+        }
+        if self.storage is not None:
+            _check_current(self.storage, weights)
         user_dir = self.user_dir(weights.user_id)
         try:
             user_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +234,7 @@ class DirectoryAdapterStore(AdapterStore):
             metrics = {k: float(v) for k, v in weights.meta.items() if isinstance(v, int | float)}
             self.storage.record_adapter(
                 weights.user_id, version, rank=weights.rank, size_bytes=len(data) + len(config_json),
-                location=str(target), metrics=metrics, created_at=created,
+                location=str(target), metrics=metrics, created_at=created, model_id=weights.model_id,
             )  # fmt: skip
         self.prune(weights.user_id, config.keep_versions)
         weights.version = version
@@ -267,11 +302,13 @@ class DatabaseAdapterStore(AdapterStore):
         config_json, data = serialize(weights, config)
         metrics = {k: float(v) for k, v in weights.meta.items() if isinstance(v, int | float)}
         with self.storage.transaction() as tx:  # blob and row commit together or not at all
+            _check_current(tx, weights)  # under FOR SHARE: a rollout waits for this commit
             version = tx.next_adapter_version(weights.user_id)
             tx.put_adapter_blob(weights.user_id, version, config_json, data)
             tx.record_adapter(
                 weights.user_id, version, rank=weights.rank, size_bytes=len(data) + len(config_json),
                 location=f"db://adapter_blobs/{adapter_name(weights.user_id)}/{version}", metrics=metrics,
+                model_id=weights.model_id,
             )  # fmt: skip
         self.prune(weights.user_id, config.keep_versions)
         weights.version = version

@@ -60,6 +60,8 @@ class AdapterWeights:
     lora_B: dict[str, torch.Tensor]
     version: int | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    #: The base model (``Sona.model_id_``) it was trained on; recorded in the checkpoint's metadata.
+    model_id: str | None = None
 
     @property
     def scaling(self) -> float:
@@ -148,6 +150,8 @@ def serialize(weights: AdapterWeights, config: UserAdapterConfig) -> tuple[str, 
         tensors[_KEY.format(module=m, part="A")] = weights.lora_A[m].detach().to(dtype).contiguous()
         tensors[_KEY.format(module=m, part="B")] = weights.lora_B[m].detach().to(dtype).contiguous()
     meta = {"format": "pt", "user_id": weights.user_id}
+    if weights.model_id:
+        meta["sona_model_id"] = weights.model_id
     return json.dumps(lcfg, indent=2, sort_keys=True, default=str), st_save(tensors, metadata=meta)
 
 
@@ -183,4 +187,22 @@ def deserialize(user_id: str, version: int | None, config_json: str | bytes, dat
             raise AdapterCorruptError(user_id, version, f"bad shape or values for module {m!r}")
         if not torch.isfinite(b[m]).all():
             raise AdapterCorruptError(user_id, version, f"non-finite values for module {m!r}")
-    return AdapterWeights(user_id=user_id, rank=rank, alpha=alpha, lora_A=a, lora_B=b, version=version)
+    return AdapterWeights(
+        user_id=user_id,
+        rank=rank,
+        alpha=alpha,
+        lora_A=a,
+        lora_B=b,
+        version=version,
+        model_id=_checkpoint_metadata(data).get("sona_model_id"),
+    )
+
+
+def _checkpoint_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors payload (8-byte little-endian header length, JSON header)."""
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -73,6 +73,11 @@ class UserAdapter:
         ranks are zero-padded, so raise it to serve adapters of mixed ranks).
     miss_ttl_seconds
         How long a user found without an adapter in ``store`` is not looked up again.
+    model_id
+        The base model these adapters belong to (``Sona.model_id_``). New adapters are
+        stamped with it; a stored adapter trained on another model (or on an unknown one)
+        is never attached: the user counts as missing, it is logged and counted in
+        ``stale_``, and ``on_stale(user_id, adapter_model_id)`` is called.
     """
 
     def __init__(
@@ -84,11 +89,16 @@ class UserAdapter:
         byte_budget: int = 64 << 20,
         max_rank: int | None = None,
         miss_ttl_seconds: float = 30.0,
+        model_id: str | None = None,
+        on_stale: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.scorer = scorer
         self.config = config or UserAdapterConfig()
         self.store = store
         self.miss_ttl_seconds = miss_ttl_seconds
+        self.model_id = model_id
+        self.on_stale = on_stale
+        self.stale_ = 0
         shapes: dict[str, tuple[int, int]] = {}
         for m in self.config.target_modules:
             try:
@@ -166,6 +176,7 @@ class UserAdapter:
         result = trainer(self.scorer, data, self.config)
         for row in torch.nonzero(result.kept).flatten().tolist():
             weights = result.weights(row)
+            weights.model_id = self.model_id
             if save and self.store is not None:
                 self.store.save(weights, self.config)
             self.activate(weights)
@@ -245,6 +256,7 @@ class UserAdapter:
                 summary.failed[u] = "training produced non-finite adapter weights"
             elif bool(result.kept[row]):
                 weights = result.weights(row)
+                weights.model_id = self.model_id
                 try:
                     if self.store is not None:
                         version = self.store.save(weights, cfg)
@@ -279,6 +291,7 @@ class UserAdapter:
         if self.store is None:
             raise ConfigError("this UserAdapter has no store to save to")
         weights = self.export(user_id)
+        weights.model_id = self.model_id
         version = self.store.save(weights, self.config)
         self.packed_._versions[user_id] = version
         return version
@@ -293,6 +306,9 @@ class UserAdapter:
             return False
         try:
             weights = self.store.load(user_id, version)
+            if self.model_id is not None and weights.model_id != self.model_id:
+                self._stale(user_id, weights.model_id)
+                return False
             self.activate(weights)
             return True
         except UnknownUserError:
@@ -304,6 +320,28 @@ class UserAdapter:
             self.packed_.remove(user_id)
             self._misses[user_id] = time.monotonic()
             return False
+
+    def _stale(self, user_id: str, adapter_model: str | None) -> None:
+        """An adapter of another base model: never attached, the user is served by the base model."""
+        logger.warning(
+            "adapter for user %r was trained on model %s, not on the serving model %s: not attached "
+            "(missing until retrained)",
+            user_id,
+            adapter_model or "(unknown)",
+            self.model_id,
+        )
+        self.stale_ += 1
+        self.packed_.remove(user_id)
+        self._misses[user_id] = time.monotonic()
+        if self.on_stale is not None:
+            self.on_stale(user_id, adapter_model)
+
+    def invalidate(self, user_ids: Sequence[str]) -> None:
+        """Forget what is known about these users' stored adapters (a new version was stored or
+        one was deleted elsewhere): the next request reads the store again."""
+        for u in dict.fromkeys(str(u) for u in user_ids):
+            self.packed_.remove(u)
+            self._misses.pop(u, None)
 
     def rollback(self, user_id: str) -> int | None:
         """Drop the latest stored version and serve the previous one (None: base model)."""

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sona.errors import ValidationError
+from sona.storage._models import record_changes
 from sona.storage._records import AdapterRecord
 from sona.storage._schema import AdapterBlobRow, LoraAdapterRow, TrainingJobRow
 from sona.storage._sql import dialect_insert, to_json
@@ -39,6 +40,7 @@ def _record(r: sa.RowMapping) -> AdapterRecord:
         location=r["location"],
         metrics=dict(r["metrics"] or {}),
         created_at=r["created_at"],
+        model_id=r["model_id"],
     )
 
 
@@ -59,7 +61,9 @@ def record_adapter(
     location: str,
     metrics: Mapping[str, float] | None,
     created_at: datetime | None,
+    model_id: str | None = None,
 ) -> AdapterRecord:
+    """Insert the version's row and announce it on the change feed (same transaction)."""
     _check_key(user_id, version)
     if rank < 1 or size_bytes < 0:
         raise ValidationError("rank" if rank < 1 else "size_bytes", "must be positive")
@@ -71,8 +75,10 @@ def record_adapter(
         "location": str(location),
         "metrics": to_json(dict(metrics or {}), "metrics"),
         "created_at": created_at or datetime.now(UTC),
+        "model_id": model_id,
     }
     stored = conn.execute(sa.insert(_A).values(row).returning(*_A.c)).mappings().one()
+    record_changes(conn, "adapter", [user_id])
     return _record(stored)
 
 
@@ -99,6 +105,8 @@ def delete_adapter(conn: Connection, user_id: str, version: int) -> bool:
     """Delete the version's record and blob; True if either existed."""
     a = conn.execute(sa.delete(_A).where(_A.c.user_id == user_id, _A.c.version == version)).rowcount
     b = conn.execute(sa.delete(_B).where(_B.c.user_id == user_id, _B.c.version == version)).rowcount
+    if a or b:
+        record_changes(conn, "adapter", [user_id])
     return bool(a or b)
 
 

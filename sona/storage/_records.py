@@ -59,6 +59,8 @@ class AdapterRecord:
     location: str
     metrics: dict[str, float] = field(default_factory=dict)
     created_at: datetime | None = None
+    #: The base model it was trained on (``Sona.model_id_``); None for adapters stored before model ids.
+    model_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

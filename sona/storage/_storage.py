@@ -23,7 +23,8 @@ from sqlalchemy.pool import StaticPool
 from sona.catalog import Catalog, ContentItem
 from sona.errors import StorageError, StorageUnavailableError, ValidationError
 from sona.profile import UserProfile
-from sona.storage import _adapters, _content, _events, _jobs, _profiles
+from sona.storage import _adapters, _content, _events, _jobs, _models, _profiles
+from sona.storage._models import Change, ModelVersion
 from sona.storage._records import AdapterRecord, AddEventsResult, JobStatus, OnConflict, TrainingJob
 
 if TYPE_CHECKING:
@@ -284,6 +285,9 @@ class Storage:
                 new, advanced = _events.upsert_progress(conn, rows)
             if profile_list:
                 _profiles.save_profiles(conn, profile_list)
+            if new or advanced:  # the change feed: every process refreshes these users
+                changed = (r["user_id"] for r in rows if r["event_id"] in new or r["event_id"] in advanced)
+                _models.record_changes(conn, "user", (str(u) for u in changed))
         ids = tuple(str(r["event_id"]) for r in rows if r["event_id"] in new)
         moved = tuple(str(r["event_id"]) for r in rows if r["event_id"] in advanced)
         return AddEventsResult(
@@ -351,8 +355,9 @@ class Storage:
         location: str,
         metrics: Mapping[str, float] | None = None,
         created_at: datetime | None = None,
+        model_id: str | None = None,
     ) -> AdapterRecord:
-        """Register a saved adapter version.
+        """Register a saved adapter version (trained on base model ``model_id``).
 
         Raises :class:`~sona.errors.StorageError` if ``(user_id, version)`` exists.
         """
@@ -360,7 +365,7 @@ class Storage:
         with self._begin(f"recording adapter {user_id!r} v{version}") as conn:
             return _adapters.record_adapter(
                 conn, user_id, version, rank=rank, size_bytes=size_bytes, location=location,
-                metrics=metrics, created_at=created_at,
+                metrics=metrics, created_at=created_at, model_id=model_id,
             )  # fmt: skip
 
     def next_adapter_version(self, user_id: str) -> int:
@@ -403,6 +408,65 @@ class Storage:
             user_ids = [user_ids]
         with self._read("reading training history") as conn:
             return _adapters.last_trained_many(conn, user_ids)
+
+    # -- models and the change feed -------------------------------------------
+    def publish_model(self, model_id: str, archive: bytes, *, source: str = "", current: bool = True) -> bool:
+        """Store a saved engine's archive under its model id and (by default) make it current.
+
+        Idempotent: publishing a model id again stores nothing (returns False) and only
+        moves the pointer. Every process following the change feed switches to it.
+        """
+        with self._begin(f"publishing model {model_id!r}") as conn:
+            added = _models.put_model(conn, model_id, archive, source)
+            if current:
+                _models.set_current(conn, model_id)
+            return added
+
+    def set_current_model(self, model_id: str) -> None:
+        """Point the ``current`` model at a published model id (a rollout or a roll-back)."""
+        with self._begin(f"setting the current model to {model_id!r}") as conn:
+            _models.set_current(conn, model_id)
+
+    def current_model_id(self, *, lock: bool = False) -> str | None:
+        """The model every process should serve, or None before the first rollout.
+
+        ``lock`` (inside :meth:`transaction`) keeps a concurrent rollout from moving it
+        until the transaction ends (PostgreSQL ``FOR SHARE``).
+        """
+        with self._read("reading the current model") as conn:
+            return _models.current_model(conn, lock=lock)
+
+    def model_archive(self, model_id: str) -> bytes | None:
+        """A published model's archive (see ``sona.engine._persist.pack_engine``), or None."""
+        with self._read(f"reading model {model_id!r}") as conn:
+            return _models.model_archive(conn, model_id)
+
+    def list_models(self) -> list[ModelVersion]:
+        """Published models, oldest first, the current one flagged."""
+        with self._read("listing models") as conn:
+            return _models.list_models(conn)
+
+    def record_changes(self, kind: str, keys: Sequence[str]) -> int:
+        """Announce changes on the feed (``user``/``adapter`` keyed by user id, ``model`` by model id)."""
+        with self._begin("recording changes") as conn:
+            return _models.record_changes(conn, kind, keys)
+
+    def changes_after(self, seq: int, *, limit: int = 10_000) -> list[Change]:
+        """Change-feed rows after ``seq``, oldest first."""
+        with self._read("reading the change feed") as conn:
+            return _models.read_changes(conn, seq, limit)
+
+    def change_floor(self, before: datetime) -> int:
+        """Highest change ``seq`` written before ``before`` (where a new follower starts reading)."""
+        _aware(before, "before")
+        with self._read("reading the change feed") as conn:
+            return _models.change_floor(conn, before)
+
+    def prune_changes(self, before: datetime) -> int:
+        """Drop change rows older than ``before``."""
+        _aware(before, "before")
+        with self._begin("pruning the change feed") as conn:
+            return _models.prune_changes(conn, before)
 
     # -- training jobs ----------------------------------------------------------
     def create_job(self, user_id: str) -> TrainingJob:

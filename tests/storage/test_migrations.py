@@ -13,7 +13,17 @@ from typer.testing import CliRunner
 from sona import Storage, StorageError
 from sona.cli import app
 
-TABLES = {"content", "viewing_events", "user_profiles", "lora_adapters", "adapter_blobs", "training_jobs"}
+TABLES = {
+    "content",
+    "viewing_events",
+    "user_profiles",
+    "lora_adapters",
+    "adapter_blobs",
+    "training_jobs",
+    "model_versions",
+    "model_pointer",
+    "state_changes",
+}
 
 
 def _tables(url: str) -> set[str]:
@@ -74,15 +84,18 @@ def test_cli_db_upgrade_and_downgrade(database_url: str) -> None:
 
     result = runner.invoke(app, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
-    assert "revision 0002" in result.output
+    assert "revision 0003" in result.output
     assert _tables(database_url) == TABLES | {"alembic_version"}
 
     result = runner.invoke(app, ["db", "current"], env=env)
-    assert result.output.strip() == "0002"
+    assert result.output.strip() == "0003"
 
     result = runner.invoke(app, ["db", "downgrade"], env=env)  # one step back
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert "revision 0002" in result.output
+    assert _tables(database_url) == TABLES - {"model_versions", "model_pointer", "state_changes"} | {
+        "alembic_version"
+    }
 
     result = runner.invoke(app, ["db", "downgrade", "base"], env=env)
     assert result.exit_code == 0, result.output
