@@ -272,11 +272,14 @@ def run_adapter_training(
             report.rejected += counts["rejected"]
             report.skipped += counts["skipped"]
             report.failed += len(outcomes) - sum(counts.values())
-            bar.update(len(chunk))
+            # postfix first, then the count: update() draws both, so the bar's last frame
+            # shows the same totals as the summary line
             bar.set_postfix(trained=report.trained, failed=report.failed, refresh=False)
+            bar.update(len(chunk))
             if on_chunk is not None:
                 on_chunk(outcomes)
     finally:
+        bar.refresh()  # update() may skip drawing within mininterval; the final counts must show
         bar.close()
     if not report.interrupted:
         checkpoint.finish()
