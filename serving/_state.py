@@ -45,16 +45,6 @@ logger = logging.getLogger("serving.state")
 DEFAULT_TTL_SECONDS = 300
 
 
-def _compare_scores(tuned: float, base: float) -> str:
-    """'held-out score A does not beat (or ties) the base model's B', with digits enough to tell A from B."""
-    if tuned == base:
-        return f"held-out score {tuned:.4f} ties the base model's (an adapter must beat it)"
-    digits = 4
-    while f"{tuned:.{digits}f}" == f"{base:.{digits}f}" and digits < 17:
-        digits += 1
-    return f"held-out score {tuned:.{digits}f} does not beat the base model's {base:.{digits}f}"
-
-
 @dataclass(slots=True)
 class ServiceState:
     """Everything the endpoints share.
@@ -75,13 +65,13 @@ class ServiceState:
     adapter_store: AdapterStore | None = None
 
     def start(self) -> ServiceState:
-        """Start the training worker; re-queue jobs a previous process left ``queued``."""
+        """Start this worker's training thread: it claims queued jobs, and jobs whose lease expired.
+
+        Jobs other processes hold under a live lease are left alone, so starting
+        a replica never fails or re-runs another replica's training.
+        """
         if self.training is None:
             self.training = TrainingQueue(self.storage, self._train)
-            for job in self.storage.list_jobs(status="running"):
-                self.storage.update_job(job.job_id, status="failed", error="interrupted by a service restart")
-            for job in self.storage.list_jobs(status="queued"):
-                self.training.enqueue(job.job_id, job.user_id)
         self.training.start()
         return self
 
@@ -138,7 +128,9 @@ class ServiceState:
         if user_id not in summary.trained or row.empty:
             base = float(row["holdout_base"].iloc[0]) if not row.empty else float("nan")
             tuned = float(row["holdout_adapter"].iloc[0]) if not row.empty else float("nan")
-            raise TrainingRejectedError(f"adapter not kept: {_compare_scores(tuned, base)}")
+            raise TrainingRejectedError(
+                f"adapter not kept: held-out score {tuned:.4f} does not beat the base model's {base:.4f}"
+            )
         version = row["version"].iloc[0]
         return TrainingOutcome(
             events_used=int(row["n_events"].iloc[0]),

@@ -20,7 +20,8 @@ granularity they need::
     ├── FitError                    training produced an unusable model
     └── TrainingRejectedError       a training request is refused by a guard
         ├── InsufficientDataError   fewer qualifying events than required
-        └── TrainedTooRecentlyError the minimum interval has not elapsed
+        ├── TrainedTooRecentlyError the minimum interval has not elapsed
+        └── TrainingInProgressError the user already has a job queued or running
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "TrainedTooRecentlyError",
+    "TrainingInProgressError",
     "TrainingRejectedError",
     "UnknownContentError",
     "UnknownJobError",
@@ -178,3 +180,12 @@ class TrainedTooRecentlyError(TrainingRejectedError):
         super().__init__(f"user {user_id!r} was trained recently; retry after {retry_after_seconds:.0f} s")
         self.user_id = user_id
         self.retry_after_seconds = retry_after_seconds
+
+
+class TrainingInProgressError(TrainingRejectedError):
+    """The user already has a training job queued or running (in any process)."""
+
+    def __init__(self, user_id: str, job_id: str) -> None:
+        super().__init__(f"user {user_id!r} already has training job {job_id} queued or running")
+        self.user_id = user_id
+        self.job_id = job_id

@@ -78,6 +78,13 @@ class TrainingJob:
     adapter_version: int | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Skip the minimum-interval guard (``POST /lora/train`` with ``force``).
+    force: bool = False
+    #: The worker holding the job while it runs, and until when its lease holds.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    #: How many times a worker claimed the job (more than one after a lost lease).
+    attempts: int = 0
 
     @property
     def done(self) -> bool:

@@ -469,10 +469,61 @@ class Storage:
             return _models.prune_changes(conn, before)
 
     # -- training jobs ----------------------------------------------------------
-    def create_job(self, user_id: str) -> TrainingJob:
-        """A new job in status ``queued`` with a random UUID id."""
+    def create_job(self, user_id: str, *, force: bool = False) -> TrainingJob:
+        """A new job in status ``queued`` with a random UUID id.
+
+        Raises
+        ------
+        TrainingInProgressError
+            The user already has a job queued or running; the database's unique
+            index decides, so this holds across processes and replicas.
+        """
         with self._begin("creating a training job") as conn:
-            return _jobs.create_job(conn, user_id)
+            return _jobs.create_job(conn, user_id, force=force)
+
+    def active_job(self, user_id: str) -> TrainingJob | None:
+        """The user's queued or running job, or None."""
+        with self._read(f"reading the active job of {user_id!r}") as conn:
+            return _jobs.active_job(conn, user_id)
+
+    def claim_job(
+        self, owner: str, *, lease_seconds: float = 60.0, max_attempts: int = 3
+    ) -> TrainingJob | None:
+        """Atomically take the oldest queued job (or one whose lease expired) for ``owner``.
+
+        The job becomes ``running`` with a lease of ``lease_seconds`` that the
+        owner must :meth:`renew_lease`; None when nothing is claimable. Two
+        workers never get the same job. A job abandoned ``max_attempts`` times
+        is failed rather than retried.
+        """
+        if lease_seconds <= 0:
+            raise ValidationError("lease_seconds", f"must be > 0, got {lease_seconds!r}")
+        with self._begin("claiming a training job") as conn:
+            return _jobs.claim_job(conn, owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
+
+    def renew_lease(self, job_id: str, owner: str, *, lease_seconds: float = 60.0) -> bool:
+        """Extend the lease; False if ``owner`` no longer holds the job (it expired and was taken)."""
+        with self._begin(f"renewing the lease of job {job_id!r}") as conn:
+            return _jobs.renew_lease(conn, job_id, owner, lease_seconds=lease_seconds)
+
+    def finish_job(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        status: JobStatus,
+        events_used: int | None = None,
+        adapter_version: int | None = None,
+        error: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> TrainingJob | None:
+        """Record a claimed job's outcome; None (nothing written) if ``owner`` lost the lease."""
+        changes = {
+            "status": status, "events_used": events_used, "adapter_version": adapter_version,
+            "error": error, "metrics": metrics,
+        }  # fmt: skip
+        with self._begin(f"finishing job {job_id!r}") as conn:
+            return _jobs.finish_job(conn, job_id, owner, changes)
 
     def update_job(
         self,

@@ -302,7 +302,6 @@ def test_failed_profile_write_stores_nothing_and_leaves_the_engine_unchanged(
         (2, {"completion_rate": "most"}, "completion_rate"),
         (4, {"rating": 9}, "rating"),
         (1, {"timestamp": "2026-03-01T10:00:00"}, "timestamp"),
-        (5, {"content_id": "not-in-catalog"}, "content_id"),
         (0, {"surprise": 1}, "surprise"),
     ],
 )
@@ -325,6 +324,20 @@ def test_one_bad_event_rejects_the_whole_batch(
     assert str(index) in err["message"]
     assert db_state.storage.events_for_users(["careful"]).empty
     assert db_state.storage.load_profile("careful") is None
+
+
+def test_an_unknown_title_in_a_batch_is_404_naming_it_and_writes_nothing(
+    db_client: TestClient, db_state: ServiceState, auth: Auth
+) -> None:
+    # 404 as in /personalization/score: the request is well formed, the title does not exist.
+    ids = [str(c) for c in db_state.engine.catalog.ids]
+    events = events_for(ids, 8)
+    events[5] = {**events[5], "content_id": "not-in-catalog"}
+    r = db_client.post(UPDATE, json={"user_id": "careful", "viewing_events": events}, headers=auth("careful"))
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "unknown_content"
+    assert r.json()["content_ids"] == ["not-in-catalog"]
+    assert db_state.storage.events_for_users(["careful"]).empty
 
 
 def test_profile_update_for_another_user_is_403_and_writes_nothing(
@@ -439,17 +452,26 @@ def test_ready_is_503_when_the_database_is_unreachable(state: ServiceState) -> N
     assert r.json()["checks"] == {"database": "unreachable", "model": "ok"}
 
 
-def test_jobs_left_by_a_previous_process_are_resumed_or_failed(state: ServiceState, known_user: str) -> None:
+def test_a_restart_recovers_expired_leases_not_live_ones(
+    state: ServiceState, fitted_engine: FittedEngine
+) -> None:
+    """Queued jobs and those of a dead worker (lease expired) run; a live lease is untouched."""
     state.stop()
-    queued = state.storage.create_job(known_user)
-    running = state.storage.create_job(known_user)
-    state.storage.update_job(running.job_id, status="running")
+    users = [str(u) for u in fitted_engine.events["user_id"].value_counts().index[:3]]
+    live = state.storage.create_job(users[0])
+    assert state.storage.claim_job("other-replica", lease_seconds=600) is not None
+    dead = state.storage.create_job(users[1])
+    assert state.storage.claim_job("dead-worker", lease_seconds=0.05) is not None
+    queued = state.storage.create_job(users[2])
+    time.sleep(0.1)
     state.training = None
     state.start()
     assert state.training is not None and state.training.wait_idle(60)
     assert state.storage.get_job(queued.job_id).status in {"succeeded", "skipped"}
-    interrupted = state.storage.get_job(running.job_id)
-    assert interrupted.status == "failed" and "restart" in (interrupted.error or "")
+    recovered = state.storage.get_job(dead.job_id)
+    assert recovered.status in {"succeeded", "skipped"} and recovered.attempts == 2
+    untouched = state.storage.get_job(live.job_id)
+    assert (untouched.status, untouched.lease_owner, untouched.attempts) == ("running", "other-replica", 1)
 
 
 def test_adapter_cache_hits_are_counted(client: TestClient, auth: Auth, known_user: str) -> None:

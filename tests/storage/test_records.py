@@ -161,6 +161,7 @@ def test_unknown_job_is_a_key_error(storage: Storage) -> None:
 def test_list_jobs_filters(storage: Storage) -> None:
     a = storage.create_job("u1")
     b = storage.create_job("u2")
+    storage.update_job(a.job_id, status="skipped")  # one active job per user: a must end first
     c = storage.create_job("u1")
     storage.update_job(b.job_id, status="failed", error="boom")
     assert [j.job_id for j in storage.list_jobs()] == [a.job_id, b.job_id, c.job_id]
