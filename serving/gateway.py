@@ -45,6 +45,7 @@ from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._shell import make_shell
 from serving._state import ServiceState, build_state
+from serving._titles import KnownTitles
 from sona import Settings, SonaError, UserProfile, load_settings
 from sona.search import MiniLMEmbedder, SearchIndex
 
@@ -171,6 +172,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
         notifier=SyncNotifier(settings.sync_service_url),
         jwt_secret=secret,
         namespace=redis_namespace,
+        known_titles=KnownTitles(state.storage.load_catalog),
     )
     index = discovery.build_index(MiniLMEmbedder(), state.engine.catalog, state.engine)
     search_app = discovery.create_app(index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from typing import Annotated
 
 import bentoml
@@ -46,7 +46,8 @@ from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
 from serving._fatal import stop_on_config_error
 from serving._shell import make_shell
-from sona import NotFoundError, Settings, load_settings
+from serving._titles import KnownTitles
+from sona import NotFoundError, Settings, UnknownContentError, load_settings
 
 __all__ = ["PlaybackService", "build_app", "create_app"]
 
@@ -116,8 +117,12 @@ def create_app(
     notifier: SyncNotifier,
     jwt_secret: str,
     namespace: str = "playback",
+    known_titles: Container[str] | None = None,
 ) -> FastAPI:
     """The playback API over the given Redis client, event producer and sync notifier.
+
+    With ``known_titles``, a session for a title not in it is refused (404
+    ``unknown_content``) before anything is stored or published.
 
     The app's lifespan starts the producer, freezes the start-up heap for the
     garbage collector (``gc.freeze``) and, on shutdown, flushes and stops the
@@ -153,6 +158,8 @@ def create_app(
     @app.post("/api/v1/sessions", status_code=201)
     async def create_session(body: CreateSessionRequest, principal: Authenticated) -> PlaybackSession:
         authorize(principal, body.user_id)
+        if known_titles is not None and body.content_id not in known_titles:
+            raise UnknownContentError([body.content_id])
         session = await store.create(**body.model_dump())
         producer.publish(
             SessionCreated(
@@ -264,11 +271,15 @@ def build_app(settings: Settings) -> FastAPI:
         storage = Storage(settings.database_url)
         storage.upgrade()
         producer = InProcessEventBus(EventSink(storage))
+    from sona.storage import Storage
+
+    catalog = Storage(settings.database_url)  # the shared catalog; read lazily, at most once a minute
     return create_app(
         redis=redis,
         producer=producer,
         notifier=SyncNotifier(settings.sync_service_url),
         jwt_secret=resolve_jwt_secret(settings),
+        known_titles=KnownTitles(catalog.load_catalog),
     )
 
 

@@ -1,0 +1,239 @@
+"""A real ``sona serve`` over a database of odd rows: it starts, refuses new poison, its metrics hold.
+
+One server (the one-port gateway, SQLite, Redis, a loopback sync service) is
+started for the module. Its database is seeded before start-up with every kind
+of odd event row a client or an old release could have left behind: titles not
+in the catalog, users the model never saw, timestamps out of order and far in
+the past or future, and the same viewing stored twice under different ids.
+Before, one stored event for an unknown title made every start-up crash in the
+replay (``UnknownContentError``) and BentoML restarted the worker forever.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving._auth import SERVICE_SCOPE, issue_token
+from serving._launch import free_port
+from sona import Sona
+from sona.storage import Storage
+from tests.serving.conftest import SECRET, FittedEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_DB = 12
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    shared_home: Path
+    user: str
+    title: str
+    sync_hits: list[str]
+
+    def headers(self, user: str | None = None, *, service: bool = False) -> dict[str, str]:
+        scopes = (SERVICE_SCOPE,) if service else ()
+        return {"Authorization": f"Bearer {issue_token(user or self.user, SECRET, scopes=scopes)}"}
+
+
+def odd_rows(user: str, title: str, now: datetime) -> list[dict[str, object]]:
+    """One stored row of every odd kind the readers must tolerate."""
+    row = {"user_id": user, "content_id": title, "completion_rate": 0.9, "source": "playback"}
+    return [
+        {**row, "event_id": "odd-unknown-title", "content_id": "no-such-title", "timestamp": now},
+        {**row, "event_id": "odd-unknown-user", "user_id": "never-seen-user", "timestamp": now},
+        {
+            **row,
+            "event_id": "odd-unknown-both",
+            "user_id": "ghost",
+            "content_id": "ghost-title",
+            "timestamp": now,
+        },
+        {**row, "event_id": "odd-ancient", "timestamp": datetime(1971, 1, 1, tzinfo=UTC)},
+        {**row, "event_id": "odd-future", "timestamp": now + timedelta(days=3650)},
+        {**row, "event_id": "odd-later-first", "timestamp": now - timedelta(days=1)},
+        {**row, "event_id": "odd-earlier-second", "timestamp": now - timedelta(days=2)},
+        {**row, "event_id": "odd-duplicate-1", "timestamp": now - timedelta(hours=1)},
+        {**row, "event_id": "odd-duplicate-2", "timestamp": now - timedelta(hours=1)},
+        {**row, "event_id": "odd-zero", "completion_rate": 0.0, "timestamp": now},
+    ]
+
+
+class _Sync(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.hits.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, fitted_engine: FittedEngine, redis_url: str
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("odd")
+    engine = Sona.load(fitted_engine.directory)
+    user = str(fitted_engine.events["user_id"].value_counts().index[0])
+    title = str(engine.catalog.items[0].content_id)
+    db = f"sqlite:///{tmp / 'odd.db'}"
+    storage = Storage(db)
+    storage.upgrade()
+    storage.upsert_content(engine.catalog)
+    storage.add_events(fitted_engine.events)
+    storage.add_events(odd_rows(user, title, datetime.now(UTC)))
+    storage.dispose()
+
+    _Sync.hits = []
+    sync = ThreadingHTTPServer(("127.0.0.1", 0), _Sync)
+    threading.Thread(target=sync.serve_forever, daemon=True).start()
+    shared_home = tmp / "shared-bentoml-home"  # what every BentoML server on the host shares
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"KAFKA_BROKERS", "SONA_DEV_MODE"}},
+        "SONA_DATA_DIR": str(tmp / "data"),
+        "SONA_MODEL_DIR": str(fitted_engine.directory),
+        "DATABASE_URL": db,
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
+        "SYNC_SERVICE_URL": f"http://127.0.0.1:{sync.server_address[1]}",
+        "JWT_SECRET": SECRET,
+        "BENTOML_HOME": str(shared_home),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - open for the fixture's whole life
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("sona")), "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"sona serve did not become ready (exit {proc.poll()}):\n{log.read()[-4000:]!r}")
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield Server(base=base, shared_home=shared_home, user=user, title=title, sync_hits=_Sync.hits)
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+        log.close()
+        sync.shutdown()
+
+
+def _metric(server: Server, name: str, labels: str = "") -> float:
+    """The value of one sample on the server's own /metrics (0 when absent)."""
+    text = httpx.get(f"{server.base}/metrics", timeout=10).text
+    key = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_the_service_starts_and_serves_over_every_kind_of_odd_row(server: Server) -> None:
+    for user in (server.user, "never-seen-user"):
+        r = httpx.post(
+            f"{server.base}/api/v1/recommendations",
+            json={"user_id": user, "limit": 5},
+            headers=server.headers(user),
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        assert "no-such-title" not in {i["content_id"] for i in r.json()["recommendations"]}
+
+
+@pytest.mark.slow
+def test_a_session_for_a_title_not_in_the_catalog_is_refused_at_the_edge(server: Server) -> None:
+    body = {"user_id": server.user, "content_id": "no-such-title", "device_id": "tv", "duration_seconds": 60}
+    r = httpx.post(f"{server.base}/api/v1/sessions", json=body, headers=server.headers(), timeout=30)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "unknown_content" and "no-such-title" in r.json()["message"]
+    profile = httpx.post(
+        f"{server.base}/api/v1/profile/update",
+        json={
+            "user_id": server.user,
+            "viewing_events": [
+                {"content_id": "no-such-title", "completion_rate": 1.0, "timestamp": "2026-03-01T20:15:00Z"}
+            ],
+        },
+        headers=server.headers(),
+        timeout=30,
+    )
+    assert 400 <= profile.status_code < 500, profile.text
+
+
+@pytest.mark.slow
+def test_metrics_survive_another_bentoml_server_wiping_the_shared_home(server: Server) -> None:
+    bad = {"Authorization": "Bearer " + issue_token(server.user, SECRET, ttl_seconds=-120)}
+    before = _metric(server, "sona_jwt_failures_total", 'reason="expired"')
+    assert (
+        httpx.post(f"{server.base}/api/v1/recommendations", json={"user_id": "u"}, headers=bad).status_code
+        == 401
+    )
+    assert _metric(server, "sona_jwt_failures_total", 'reason="expired"') == before + 1
+    # What any other `bentoml serve` on the host does at start-up (BentoML's ensure_prometheus_dir):
+    # wipe $BENTOML_HOME/prometheus_multiproc_dir.
+    import shutil
+
+    shared = server.shared_home / "prometheus_multiproc_dir"
+    shutil.rmtree(shared, ignore_errors=True)
+    shared.mkdir(parents=True)
+    metrics = httpx.get(f"{server.base}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert _metric(server, "sona_jwt_failures_total", 'reason="expired"') == before + 1
+    httpx.post(f"{server.base}/api/v1/recommendations", json={"user_id": "u"}, headers=bad)
+    assert _metric(server, "sona_jwt_failures_total", 'reason="expired"') == before + 2
+
+
+@pytest.mark.slow
+def test_sync_latency_moves_on_the_servers_metrics(server: Server) -> None:
+    body = {"user_id": server.user, "content_id": server.title, "device_id": "tv", "duration_seconds": 600}
+    created = httpx.post(f"{server.base}/api/v1/sessions", json=body, headers=server.headers(), timeout=30)
+    assert created.status_code == 201, created.text
+    before = _metric(server, "playback_sync_notification_seconds_count")
+    sid = created.json()["id"]
+    moved = httpx.patch(
+        f"{server.base}/api/v1/sessions/{sid}/position",
+        json={"position_seconds": 120, "playback_state": "playing"},
+        headers=server.headers(),
+        timeout=30,
+    )
+    assert moved.status_code == 200, moved.text
+    deadline = time.monotonic() + 10
+    while _metric(server, "playback_sync_notification_seconds_count") < before + 1:
+        assert time.monotonic() < deadline, "sync latency histogram did not move"
+        time.sleep(0.2)
+    assert server.sync_hits
