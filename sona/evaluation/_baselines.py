@@ -87,7 +87,8 @@ class _Baseline:
     def _fit_items(self) -> None:
         """Learn item-side weights from ``x_`` (subclasses)."""
 
-    def _scores(self, x: sp.csr_matrix) -> npt.NDArray[np.float32]:
+    def _scores(self, x: sp.csr_matrix, user_ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """(len(user_ids), n_items) scores from the users' interaction rows ``x`` (or their ids)."""
         return np.broadcast_to(self.popularity_, (x.shape[0], len(self.popularity_))).astype(np.float32)
 
     def recommend_batch(
@@ -105,7 +106,7 @@ class _Baseline:
             sl = slice(lo, lo + 2048)
             kn = sp.diags((rows[sl] >= 0).astype(np.float32))
             x = (kn @ self.x_[r[sl]]).tocsr()
-            s = self._scores(x).copy()
+            s = self._scores(x, ids[sl]).copy()
             cold = rows[sl] < 0
             s[cold] = self.popularity_
             if exclude_watched:
@@ -157,7 +158,7 @@ class EASE(_Baseline):
     def _fit_items(self) -> None:
         self.b_ = ease_weights(self.x_, self.lam)
 
-    def _scores(self, x: sp.csr_matrix) -> npt.NDArray[np.float32]:
+    def _scores(self, x: sp.csr_matrix, user_ids: Sequence[str]) -> npt.NDArray[np.float32]:
         return np.asarray(x @ self.b_, dtype=np.float32)
 
 
@@ -177,5 +178,5 @@ class ItemKNN(_Baseline):
     def _fit_items(self) -> None:
         self.b_ = itemknn_weights(self.x_, neighbors=self.neighbors, shrink=self.shrink)
 
-    def _scores(self, x: sp.csr_matrix) -> npt.NDArray[np.float32]:
+    def _scores(self, x: sp.csr_matrix, user_ids: Sequence[str]) -> npt.NDArray[np.float32]:
         return (x @ self.b_).toarray().astype(np.float32)

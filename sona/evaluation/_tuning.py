@@ -1,0 +1,217 @@
+"""Choose the engine's and the adapters' hyperparameters on validation cut from the training events.
+
+One dataset's best fusion weights are not another's (ml-100k wants a strong
+tower, a 9k-title catalog may not), and our results are checked on data we
+never see, so nothing may be tuned by hand. :func:`tune` does it without a
+human in the loop: it cuts the last ``validation_fraction`` of each user's
+events off the events it is given (the caller passes *training* events only),
+fits on the rest, and picks on full-ranking NDCG@k of the cut-off part.
+
+Stages, each on the same split:
+
+1. the collaborative source's L2 strength (EASE ``lambda``), by the EASE
+   baseline alone (cheap, no engine fit);
+2. for each tower candidate (training epochs) one engine fit, then the
+   fusion weights by a grid over ``reweighted`` copies (no refit);
+3. the adapters' loss settings (target fraction, shrinkage) on the chosen
+   engine. The library default is kept unless a candidate beats it overall
+   by more than one paired standard error *and* loses no activity bucket by
+   more than one paired standard error (adapters must not hurt anyone).
+
+Calibration is switched off for the tuning fits (it never changes a ranking).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from sona.catalog import Catalog
+from sona.engine import Sona, SonaConfig
+from sona.errors import ConfigError
+from sona.evaluation._baselines import EASE
+from sona.evaluation._metrics import evaluate, per_user_metrics
+from sona.evaluation._split import temporal_split
+
+__all__ = ["ACTIVITY_BUCKETS", "TuningResult", "paired_delta", "tune"]
+
+#: Activity buckets (qualifying events before the evaluated part): lower bound, upper bound, label.
+ACTIVITY_BUCKETS: tuple[tuple[int, int, str], ...] = (
+    (0, 30, "<30"),
+    (30, 100, "30–100"),
+    (100, 10**9, "100+"),
+)
+_LAMBDAS = (50.0, 150.0, 400.0, 1000.0)
+_WEIGHTS = {
+    "w_tower": (1.0, 2.0, 4.0, 6.0),
+    "w_content": (0.0, 0.2, 0.5),
+    "w_genre": (0.0, 0.2),
+    "w_popularity": (0.0, 0.3),
+}
+_ADAPTERS = ((0.3, 0.25), (0.3, 0.5), (0.5, 0.25), (0.3, 0.1))  # (target_fraction, shrinkage)
+
+
+@dataclass(frozen=True, slots=True)
+class TuningResult:
+    """What :func:`tune` chose, and every candidate it measured.
+
+    Attributes
+    ----------
+    config
+        The engine configuration to ``fit`` on all the training events.
+    adapter_config
+        The adapters' configuration (a ``sona.lora.UserAdapterConfig``), or None when not tuned.
+    trials
+        One row per candidate: ``stage``, ``params`` (text), ``ndcg`` on validation,
+        and for adapters ``delta`` and ``se`` (paired, vs the base) and ``worst_bucket_z``.
+    """
+
+    config: SonaConfig
+    adapter_config: object | None
+    trials: pd.DataFrame = field(repr=False)
+
+
+def paired_delta(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Mean of ``a - b`` over paired per-user values and its standard error."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else 0.0, float("inf")
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _per_user(engine: Sona, users: list[str], held: pd.DataFrame, k: int, *, use_adapter: bool) -> pd.Series:
+    recs = engine.recommend_batch(users, k=k, exclude_watched=True, explore=False, use_adapter=use_adapter)
+    rel = held[["user_id", "content_id"]].astype(str)
+    return per_user_metrics(recs, rel, k).set_index("user_id")["ndcg"].reindex(users).fillna(0.0)
+
+
+def tune(
+    catalog: Catalog,
+    events: pd.DataFrame,
+    config: SonaConfig | None = None,
+    *,
+    k: int = 10,
+    validation_fraction: float = 0.2,
+    lambdas: Sequence[float] = _LAMBDAS,
+    tower_epochs: Sequence[int] | None = None,
+    weights: dict[str, Sequence[float]] | None = None,
+    adapters: bool = True,
+) -> TuningResult:
+    """Pick ``ease_lambda``, the tower's epochs, the fusion weights and the adapters' settings on validation.
+
+    Parameters
+    ----------
+    catalog, events
+        The catalog and the *training* events (never the test part): the last
+        ``validation_fraction`` of each user's events is held out from them.
+    config
+        Starting point (default ``SonaConfig()``); fields not tuned are kept.
+    lambdas
+        EASE L2 strengths to try.
+    tower_epochs
+        Training epochs of the base model to try (default: ``config.epochs`` only,
+        one engine fit; each extra candidate costs one fit).
+    weights
+        Grid of fusion weights, ``{"w_tower": (...), ...}``; every combination is
+        scored on one fitted engine (default: tower, content, genre, popularity).
+    adapters
+        Also choose the adapters' target fraction and shrinkage (needs ``sona.lora``).
+
+    Returns
+    -------
+    TuningResult
+
+    Raises
+    ------
+    ConfigError
+        An unknown weight name or an empty candidate list.
+    DataError
+        ``events`` too small to split.
+    """
+    cfg = config or SonaConfig()
+    grid = dict(_WEIGHTS if weights is None else weights)
+    bad = sorted(n for n in grid if not n.startswith("w_") or not hasattr(cfg, n))
+    if bad:
+        raise ConfigError(f"tune() weights must name SonaConfig w_* fields, got {bad}")
+    if not lambdas or (tower_epochs is not None and not tower_epochs):
+        raise ConfigError("tune() needs at least one candidate per stage")
+    fit, held = temporal_split(events, validation_fraction)
+    trials: list[dict[str, object]] = []
+
+    lam_scores = {
+        float(lam): evaluate(EASE(catalog, float(lam)).fit(fit), held, k)["ndcg"] for lam in lambdas
+    }
+    trials += [{"stage": "ease_lambda", "params": f"{lam:g}", "ndcg": v} for lam, v in lam_scores.items()]
+    lam = max(lam_scores, key=lam_scores.__getitem__)
+    cfg = replace(cfg, ease_lambda=lam)
+
+    names = list(grid)
+    best: tuple[float, SonaConfig, Sona] | None = None
+    for epochs in tower_epochs or (cfg.epochs,):
+        fit_cfg = replace(cfg, epochs=int(epochs), calibration="off", progress=False)
+        engine = Sona(catalog, fit_cfg).fit(fit)
+        for combo in itertools.product(*(grid[n] for n in names)):
+            w = dict(zip(names, combo, strict=True))
+            v = evaluate(engine.reweighted(**w), held, k)["ndcg"]
+            trials.append({"stage": "fusion", "params": f"epochs={epochs}, {_text(w)}", "ndcg": v})
+            if best is None or v > best[0]:
+                best = (v, replace(cfg, epochs=int(epochs), **w), engine.reweighted(**w))
+    assert best is not None
+    cfg, engine = best[1], best[2]
+
+    adapter_cfg = None
+    if adapters:
+        adapter_cfg = _tune_adapters(engine, fit, held, k, trials)
+    return TuningResult(config=cfg, adapter_config=adapter_cfg, trials=pd.DataFrame(trials))
+
+
+def _text(w: dict[str, float]) -> str:
+    return ", ".join(f"{n}={v:g}" for n, v in w.items())
+
+
+def _tune_adapters(
+    engine: Sona, fit: pd.DataFrame, held: pd.DataFrame, k: int, trials: list[dict[str, object]]
+) -> object:
+    from sona.lora import UserAdapterConfig, train_adapters
+
+    users = [str(u) for u in pd.unique(held["user_id"])]
+    base = _per_user(engine, users, held, k, use_adapter=False).to_numpy()
+    n_fit = fit.groupby(fit["user_id"].astype(str)).size().reindex(users).fillna(0).to_numpy()
+    default = UserAdapterConfig(min_interval_seconds=0)
+    scored: dict[object, tuple[float, float, float]] = {}
+    for target, shrink in _ADAPTERS:
+        cand = replace(default, target_fraction=target, shrinkage=shrink)
+        engine.adapters_ = None
+        train_adapters(engine, users, config=cand)
+        got = _per_user(engine, users, held, k, use_adapter=True).to_numpy()
+        delta, se = paired_delta(got, base)
+        worst = min(
+            (d / s if s > 0 else 0.0)
+            for lo, hi, _ in ACTIVITY_BUCKETS
+            if ((n_fit >= lo) & (n_fit < hi)).sum() >= 2
+            for d, s in [paired_delta(got[(n_fit >= lo) & (n_fit < hi)], base[(n_fit >= lo) & (n_fit < hi)])]
+        )
+        scored[cand] = (delta, se, worst)
+        trials.append(
+            {
+                "stage": "adapters",
+                "params": f"target_fraction={target:g}, shrinkage={shrink:g}",
+                "ndcg": float(got.mean()),
+                "delta": delta,
+                "se": se,
+                "worst_bucket_z": worst,
+            }
+        )
+    engine.adapters_ = None
+    ok = [c for c, (d, s, z) in scored.items() if z >= -1.0]
+    chosen = max(ok, key=lambda c: scored[c][0]) if ok else default
+    if chosen != default and default in scored and scored[default][2] >= -1.0:
+        d_def, se_def, _ = scored[default]
+        if scored[chosen][0] - d_def <= max(scored[chosen][1], se_def):
+            chosen = default  # within noise of the default: keep the library's choice
+    return chosen
