@@ -26,7 +26,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -388,7 +388,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model-dir",
         type=Path,
         default=None,
-        help="a saved sona.Sona (default: SONA_MODEL_DIR if set): ended sessions update and save profiles",
+        help="a saved sona.Sona used when the database has no current model (default: SONA_MODEL_DIR, "
+        "else $SONA_DATA_DIR/model): sessions update and save profiles",
     )
     return p
 
@@ -402,20 +403,26 @@ async def _amain(args: argparse.Namespace) -> int:
     if not settings.kafka_brokers:
         log.error("KAFKA_BROKERS is not set; the consumer needs a broker")
         return 2
-    model_dir = args.model_dir or settings.model_dir
-    engine = None
-    if model_dir is not None:
-        if not Path(model_dir).is_dir():
-            log.error("--model-dir %s is not a directory with a saved sona.Sona", model_dir)
+    if args.model_dir is not None:
+        if not Path(args.model_dir).is_dir():
+            log.error("--model-dir %s is not a directory with a saved sona.Sona", args.model_dir)
             return 2
-        from sona.engine import Sona  # torch: imported only when profiles are kept
-
-        engine = Sona.load(model_dir)
-        log.info("updating profiles with the engine in %s", model_dir)
+        settings = replace(settings, model_dir=args.model_dir)
     storage = Storage(settings.database_url)
     try:
         if not args.no_upgrade:
             storage.upgrade()
+        from sona._bootstrap import resolve_model  # torch: imported only when profiles are kept
+
+        # The model the services serve, resolved the same way (current published model, else
+        # SONA_MODEL_DIR / $SONA_DATA_DIR/model); without one, events are stored but no profiles.
+        engine = resolve_model(settings, storage)
+        if engine is None:
+            log.warning(
+                "no trained model (database or %s): storing events without profiles", settings.engine_dir
+            )
+        else:
+            log.info("updating profiles with model %s", engine.model_id_)
         consumer = PlaybackConsumer(
             settings.kafka_brokers,
             Topics(settings.kafka_topic_prefix),

@@ -69,6 +69,7 @@ def _engine_context(context: ViewingContext | None) -> dict[str, str] | None:
 
 
 def _recommend(state: ServiceState, body: RecommendationsRequest) -> RecommendationsResponse:
+    state.fresh(body.user_id)
     adapters = state.engine.adapters_
     if adapters is not None:
         ADAPTER_CACHE.labels(result="hit" if body.user_id in adapters else "miss").inc()
@@ -98,6 +99,7 @@ def _recommend(state: ServiceState, body: RecommendationsRequest) -> Recommendat
 
 def _score(state: ServiceState, body: ScoreRequest) -> ScoreResponse:
     targets = body.targets
+    state.fresh(body.user_id)
     parts = state.engine.score_components(body.user_id, targets)
     scores = np.asarray(parts.pop("score"), dtype=np.float64)
     names = list(parts)
@@ -138,6 +140,7 @@ def _update_profile(state: ServiceState, body: ProfileUpdateRequest) -> ProfileU
     if unknown.size:
         i = int(unknown[0])
         raise ValidationError("content_id", f"unknown content id {events[i].content_id!r}", index=i)
+    state.fresh(body.user_id)  # the profile stored below is built on everything the database holds
     with state.write_lock:
         with state.storage.transaction() as tx:
             result = tx.add_events(events)

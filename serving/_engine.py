@@ -1,9 +1,10 @@
 """Getting a trained engine for a service: load it, or fit and save one.
 
 :func:`load_or_fit_engine` is shared by the HTTP service and the quickstart, so
-every entry point starts from the same model: the saved engine in
-``settings.engine_dir`` if there is one, else a fresh fit on MovieLens-100k
-when the shared dataset is present, else on a small seeded synthetic dataset.
+every entry point starts from the same model: the current published model in
+the database, else the saved engine in ``settings.engine_dir``, else a fresh fit
+on MovieLens-100k when the shared dataset is present, else on a small seeded
+synthetic dataset.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from sona import Catalog, Settings, Sona
+from sona._bootstrap import publish_model, resolve_model
 from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens
 from sona.storage import Storage
 
@@ -48,35 +50,31 @@ def training_data(settings: Settings) -> tuple[Catalog, pd.DataFrame, str]:
 
 
 def load_or_fit_engine(settings: Settings, storage: Storage | None = None) -> Sona:
-    """The engine saved in ``settings.engine_dir``, or a newly fitted and saved one.
+    """The model every process serves (:func:`sona._bootstrap.resolve_model`), or a newly fitted one.
 
-    With ``storage``, the engine's catalog is upserted into the ``content``
-    table, and after a fresh fit the training events are stored too, so the
-    database and the engine agree on every user's history (the training
-    guards count events in the database).
+    Resolution order: the current published model in the database, else the engine
+    saved in ``settings.engine_dir`` (then published). Nothing is replayed: users'
+    events stored after the model was saved are read per user, lazily, by
+    :class:`sona._bootstrap.LiveEngine`, so start-up time does not grow with history.
 
-    A directory that exists but cannot be loaded raises (through ``Sona.load``)
-    instead of being silently refitted over.
+    With no model anywhere, one is fitted (MovieLens-100k if present, else synthetic),
+    saved, its catalog and training events stored and the model published.
+    A directory that exists but cannot be loaded raises instead of being refitted over.
     """
-    directory = settings.engine_dir
-    if directory.exists() and any(directory.iterdir()):
-        logger.info("loading engine from %s", directory)
-        engine = Sona.load(directory)
+    engine = resolve_model(settings, storage)
+    if engine is not None:
         if storage is not None:
             storage.upsert_content(engine.catalog)
-            # Events accepted after the engine was saved live only in the database:
-            # replay them (observe skips event ids it already has) so a restart loses none.
-            stored = storage.events_for_users()
-            if len(stored):
-                before = len(engine.history_)
-                engine.observe(stored)
-                logger.info("replayed %d stored events into the engine", len(engine.history_) - before)
         return engine
+    directory = settings.engine_dir
+    if directory.exists() and any(directory.iterdir()):
+        return Sona.load(directory)  # not a complete engine: let its error name the problem
     catalog, events, source = training_data(settings)
     logger.info("no engine in %s; fitting one on %s (%d events)", directory, source, len(events))
     engine = Sona(catalog).fit(events)
+    engine.save(directory)
     if storage is not None:
         storage.upsert_content(catalog)
         storage.add_events(events)
-    engine.save(directory)
+        publish_model(storage, directory, source=source)
     return engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bentoml.metrics import Counter
 
-__all__ = ["ADAPTER_CACHE", "JWT_FAILURES", "REQUESTS", "TRAINING_JOBS"]
+__all__ = ["ADAPTER_CACHE", "ADAPTER_STALE", "JWT_FAILURES", "REQUESTS", "TRAINING_JOBS"]
 
 REQUESTS = Counter(
     "sona_http_requests_total",
@@ -31,4 +31,8 @@ ADAPTER_CACHE = Counter(
     "sona_adapter_cache_total",
     "Adapter lookups while serving, by result (hit, miss).",
     labelnames=["result"],
+)
+ADAPTER_STALE = Counter(
+    "sona_adapter_stale_model_total",
+    "Stored adapters not attached because they were trained on another base model.",
 )

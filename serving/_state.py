@@ -18,6 +18,7 @@ import pandas as pd
 from serving._auth import resolve_jwt_secret
 from serving._engine import load_or_fit_engine
 from serving._jobs import TrainingOutcome, TrainingQueue
+from serving._metrics import ADAPTER_STALE
 from sona import (
     FitError,
     InsufficientDataError,
@@ -27,12 +28,10 @@ from sona import (
     TrainedTooRecentlyError,
     TrainingRejectedError,
 )
+from sona._bootstrap import LiveEngine, adapter_store
 from sona.lora import (
     AdapterStore,
-    DatabaseAdapterStore,
-    DirectoryAdapterStore,
     UserAdapterConfig,
-    attach_adapters,
     update_user_adapter,
 )
 from sona.storage import Storage
@@ -63,6 +62,13 @@ class ServiceState:
     training: TrainingQueue | None = None
     adapter_config: UserAdapterConfig = field(default_factory=UserAdapterConfig)
     adapter_store: AdapterStore | None = None
+    #: Follows the database's change feed: users' events, adapter versions, model rollouts.
+    live: LiveEngine | None = None
+
+    def fresh(self, user_id: str) -> None:
+        """Bring the user's state up to date from the database before serving them (first request)."""
+        if self.live is not None:
+            self.live.ensure_user(user_id)
 
     def start(self) -> ServiceState:
         """Start this worker's training thread: it claims queued jobs, and jobs whose lease expired.
@@ -76,6 +82,8 @@ class ServiceState:
         return self
 
     def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
         if self.training is not None:
             self.training.stop()
 
@@ -116,6 +124,7 @@ class ServiceState:
         An adapter that does not beat the base model on the user's held-out
         tail is not kept; that job ends ``skipped`` with the reason.
         """
+        self.fresh(user_id)  # train on every event the database holds for the user
         # No write lock: training only reads the engine (``observe`` publishes new state by
         # assignment and the event log swaps its merged form in atomically), and it only ever
         # runs on this one worker thread, so /profile/update is never held up by a training run.
@@ -148,12 +157,25 @@ def build_state(settings: Settings) -> ServiceState:
     storage = Storage(settings.database_url)
     storage.upgrade()
     engine = load_or_fit_engine(settings, storage)
-    store: AdapterStore = (
-        DatabaseAdapterStore(storage)
-        if settings.adapter_store == "database"
-        else DirectoryAdapterStore(settings.adapter_dir, storage=storage)
-    )
+    store = adapter_store(settings, storage)
     state = ServiceState(engine=engine, storage=storage, jwt_secret=secret, adapter_store=store)
-    # Serve adapters trained earlier (by the cron job or a previous process) from the start.
-    attach_adapters(state.engine, config=state.adapter_config, store=state.adapter_store)
+
+    def swapped(new: Sona) -> None:  # a model rollout: requests from now on use the new engine
+        state.engine = new
+
+    def stale(user_id: str, model_id: str | None) -> None:
+        ADAPTER_STALE.inc()
+
+    # Serves adapters trained earlier (cron job, other replicas) from the start, and follows
+    # the change feed: other processes' events, new adapter versions, model rollouts.
+    state.live = LiveEngine(
+        engine,
+        storage,
+        settings=settings,
+        store=store,
+        adapter_config=state.adapter_config,
+        lock=state.write_lock,
+        on_swap=swapped,
+        on_stale=stale,
+    ).start()
     return state.start()

@@ -212,23 +212,23 @@ def _open_storage(settings: Settings) -> Storage:
 
 
 def _adapter_store(settings: Settings, storage: Storage) -> AdapterStore:
-    from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore
+    from sona._bootstrap import adapter_store
 
-    if settings.adapter_store == "database":
-        return DatabaseAdapterStore(storage)
-    return DirectoryAdapterStore(settings.adapter_dir, storage=storage)
+    return adapter_store(settings, storage)
 
 
-def _load_engine(settings: Settings) -> Sona:
-    from sona.engine import Sona
+def _load_engine(settings: Settings, storage: Storage | None = None) -> Sona:
+    """The model the services serve (the current published one, else SONA_MODEL_DIR's): one bootstrap."""
+    from sona._bootstrap import resolve_model
 
-    directory = settings.engine_dir
-    if not directory.exists() or not any(directory.iterdir()):
-        raise _die(f"no trained model in {directory}; run `sona fit --data PATH` first", EXIT_USAGE)
     try:
-        return Sona.load(directory)
+        engine = resolve_model(settings, storage)
     except StorageError as exc:
         raise _die(str(exc), EXIT_USAGE) from exc
+    if engine is None:
+        directory = settings.engine_dir
+        raise _die(f"no trained model in {directory}; run `sona fit --data PATH` first", EXIT_USAGE)
+    return engine
 
 
 @contextmanager
@@ -302,9 +302,11 @@ def fit(
 ) -> None:
     """Train the shared base model on --data and save the engine to SONA_MODEL_DIR.
 
-    A second fit replaces the saved engine atomically; running services pick it
-    up on restart.
+    With --store (the default) the model is also published to DATABASE_URL as the
+    current model: running services, workers and consumers switch to it within
+    seconds, without a restart, and adapters of the previous model stop serving.
     """
+    from sona._bootstrap import publish_model
     from sona._datasource import load_training_data
     from sona.engine import Sona
 
@@ -332,6 +334,7 @@ def fit(
             try:
                 storage.upsert_content(dataset.catalog)
                 storage.add_events(dataset.events)
+                publish_model(storage, target, source=dataset.source)  # the rollout: replicas switch
             finally:
                 storage.dispose()
         except StorageError as exc:
@@ -445,11 +448,11 @@ def train_adapters_cmd(
     from sona._adapter_run import RunCheckpoint, run_adapter_training, run_key
 
     settings = _settings()
-    engine = _load_engine(settings)
     try:
         storage = _open_storage(settings)
     except StorageError as exc:
         raise _die(str(exc), EXIT_USAGE) from exc
+    engine = _load_engine(settings, storage)
     try:
         try:
             users = _select_users(engine, storage, users_file, since)

@@ -883,6 +883,16 @@ class Sona:
             raise ConfigError("sona.lora.train_adapters is not available yet in this build")
         return train(self, user_ids, **kwargs)
 
+    def _forget_adapters(self, user_ids: Sequence[str]) -> None:
+        """Drop these users' resident adapters (a new version was stored elsewhere): the next request
+        reads the store again. Takes the lock adapter look-ups run under."""
+        adapters = self.adapters_
+        invalidate = getattr(adapters, "invalidate", None)
+        if invalidate is None:
+            return
+        with self.__dict__.setdefault("_adapter_lock", threading.Lock()):
+            invalidate(user_ids)
+
     def __repr__(self) -> str:
         fitted = f", n_users={len(self.user_index_)}" if hasattr(self, "state_") else ", not fitted"
         return f"Sona(n_items={len(self.catalog)}{fitted})"
