@@ -9,6 +9,13 @@ the checkpoint to ``<run>.done.jsonl``: the next invocation with that id is a
 new run (what a cron schedule wants), and the finished file is the record of
 the last complete run.
 
+Sharding: :class:`Shard` ``I/N`` owns the users whose stable hash
+(:func:`shard_of`, BLAKE2b of the id, the same in every process and Python
+version, unlike ``hash()``) is ``I`` modulo ``N``. The shards partition any
+user list, so N processes (a Kubernetes Indexed Job, one pod per
+``JOB_COMPLETION_INDEX``) never train one user twice and together cover every
+user; each shard has its own checkpoint (its run id names the shard).
+
 Stopping is cooperative: ``should_stop`` is polled between chunks, so a chunk
 in flight always finishes and is recorded (adapters are saved by the store
 before the checkpoint line is written; a crash between the two at worst
@@ -41,12 +48,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AdapterRunReport",
     "RunCheckpoint",
+    "Shard",
     "UserOutcome",
     "outcome_counts",
     "parse_since",
     "read_user_file",
     "run_adapter_training",
     "run_key",
+    "shard_of",
 ]
 
 Outcome = Literal["trained", "rejected", "skipped", "failed"]
@@ -74,6 +83,66 @@ class UserOutcome:
         return cls(
             str(d["user_id"]), d["outcome"], math.nan if lift is None else float(lift), d.get("reason")
         )
+
+
+def shard_of(user_id: str, count: int) -> int:
+    """The shard (0..count-1) of ``user_id``: BLAKE2b of its UTF-8 bytes, modulo ``count``."""
+    digest = hashlib.blake2b(str(user_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based); ``Shard()`` is the whole user list."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"shard index must be in 0..count-1 with count >= 1, got {self.index}/{self.count}"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` (e.g. ``"0/4"``)."""
+        index, sep, count = text.strip().partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ConfigError(f"--shard: expected I/N with integers 0 <= I < N, got {text!r}")
+        return cls(int(index), int(count))
+
+    @classmethod
+    def resolve(
+        cls, shard: str | None, shards: int | None, env_index: int | None, env_count: int | None
+    ) -> Shard:
+        """From ``--shard I/N``, else the Indexed Job's index with ``--shards N`` or ``SONA_SHARDS``."""
+        if shard is not None:
+            return cls.parse(shard)
+        count = shards if shards is not None else env_count
+        if env_index is None:
+            if count is not None and count > 1:
+                raise ConfigError(
+                    f"{count} shards but no shard index: pass --shard I/N or set JOB_COMPLETION_INDEX"
+                )
+            return cls()
+        if count is None:
+            raise ConfigError(
+                "JOB_COMPLETION_INDEX is set but not the shard count: pass --shards N or set SONA_SHARDS"
+            )
+        if env_index >= count:
+            raise ConfigError(f"JOB_COMPLETION_INDEX={env_index} is not below the shard count {count}")
+        return cls(env_index, count)
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, user_ids: Sequence[str]) -> list[str]:
+        """The users of ``user_ids`` in this shard, in their order."""
+        if self.count == 1:
+            return list(user_ids)
+        return [u for u in user_ids if shard_of(u, self.count) == self.index]  # one hash per id
 
 
 def run_key(**selection: object) -> str:

@@ -299,6 +299,14 @@ def fit(
         ),
     ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-dir",
+            help="Write a training checkpoint here after every epoch; an interrupted fit run again "
+            "with the same data, options and directory resumes after its last finished epoch.",
+        ),
+    ] = None,
 ) -> None:
     """Train the shared base model on --data and save the engine to SONA_MODEL_DIR.
 
@@ -321,7 +329,7 @@ def fit(
     target = model_dir or settings.engine_dir
     t0 = time.perf_counter()
     try:
-        engine = Sona(dataset.catalog, cfg).fit(dataset.events)
+        engine = Sona(dataset.catalog, cfg).fit(dataset.events, checkpoint_dir=checkpoint_dir)
         engine.save(target)
     except DataError as exc:
         raise _die(str(exc), EXIT_USAGE) from exc
@@ -428,6 +436,18 @@ def train_adapters_cmd(
         typer.Option("--checkpoint-dir", help="Where run checkpoints live; default $SONA_DATA_DIR/runs."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Train only shard I of N (I/N, 0-based): the users whose stable id hash is I mod N. "
+            "Default: JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) of --shards/SONA_SHARDS, else all.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option("--shards", min=1, help="Shard count for JOB_COMPLETION_INDEX (default: SONA_SHARDS)."),
+    ] = None,
 ) -> None:
     """Train per-user LoRA adapters for the selected users: the scheduled (cron / CronJob) job.
 
@@ -445,9 +465,13 @@ def train_adapters_cmd(
     """
     if users_file is not None and since is not None:
         raise typer.BadParameter("use either --users or --since, not both", param_hint="--users/--since")
-    from sona._adapter_run import RunCheckpoint, run_adapter_training, run_key
+    from sona._adapter_run import RunCheckpoint, Shard, run_adapter_training, run_key
 
     settings = _settings()
+    try:
+        part = Shard.resolve(shard, shards, settings.shard_index, settings.shard_count)
+    except ConfigError as exc:
+        raise _die(str(exc), EXIT_USAGE) from exc
     try:
         storage = _open_storage(settings)
     except StorageError as exc:
@@ -458,6 +482,7 @@ def train_adapters_cmd(
             users = _select_users(engine, storage, users_file, since)
         except ConfigError as exc:
             raise _die(str(exc), EXIT_USAGE) from exc
+        users = part.owns(users)
         if limit is not None:
             users = users[:limit]
         synced = _sync_events(engine, storage, users)
@@ -467,6 +492,10 @@ def train_adapters_cmd(
             _require_known_users(engine, users, users_file)
         listed = None if users_file is None else "\n".join(users)  # the list's content names the run
         key = run_id or run_key(users=listed, since=since, limit=limit)
+        if part.count > 1:  # one checkpoint per shard
+            key = f"{key}.shard-{part.index}-of-{part.count}"
+        if part.count > 1:
+            typer.echo(f"shard {part.label}: {len(users)} users", err=True)
         checkpoint = RunCheckpoint(checkpoint_dir or settings.data_dir / "runs", key)
         if restart:
             checkpoint.reset()

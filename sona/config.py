@@ -17,6 +17,10 @@ SONA_DEV_MODE          ``1`` allows a generated dev secret     ``0``
 SONA_MODEL_DIR         trained engine directory                ``$SONA_DATA_DIR/model``
 SONA_MOVIELENS         ml-100k directory the demo engine is    ``shared/datasets/ml-100k``
                        fit on when there is no trained model   beside the data dir or repo
+JOB_COMPLETION_INDEX   this pod's index in a Kubernetes        unset (``train-adapters``
+                       Indexed Job: the adapter shard it runs  runs unsharded)
+SONA_SHARDS            how many shards ``train-adapters``      unset
+                       splits users into (with the index)
 =====================  ======================================  ==========================
 
 A present but invalid value raises :class:`~sona.errors.EnvVarError` naming the
@@ -55,6 +59,8 @@ class Settings:
     dev_mode: bool = False
     model_dir: Path | None = None
     movielens_dir: Path | None = None
+    shard_index: int | None = None
+    shard_count: int | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -90,6 +96,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _count(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < minimum:
+        raise EnvVarError(name, f"expected an integer >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -122,6 +137,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise EnvVarError("JWT_SECRET", "must be at least 16 characters")
     model_dir = env.get("SONA_MODEL_DIR")
     movielens = env.get("SONA_MOVIELENS")
+    shard_index = _count(env, "JOB_COMPLETION_INDEX", minimum=0)
+    shard_count = _count(env, "SONA_SHARDS", minimum=1)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -135,4 +152,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dev_mode=_bool(env, "SONA_DEV_MODE", False),
         model_dir=Path(model_dir).expanduser() if model_dir else None,
         movielens_dir=Path(movielens).expanduser() if movielens else None,
+        shard_index=shard_index,
+        shard_count=shard_count,
     )

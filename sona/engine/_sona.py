@@ -54,7 +54,7 @@ import torch
 
 from sona.catalog import Catalog
 from sona.engine._batching import ranked_frame, run_chunked, workers_for
-from sona.engine._calibrate import fit_calibration
+from sona.engine._calibrate import fit_calibration, holdout_mask
 from sona.engine._event_log import EventLog
 from sona.engine._explain import because, cold_recommendation, explained, top_sources
 from sona.engine._fit_state import (
@@ -180,11 +180,22 @@ class Sona:
         self.config = config or SonaConfig()
         self.adapters_: Any = None
 
-    def fit(self, events: pd.DataFrame | Sequence[ViewingEvent]) -> Self:
+    def fit(
+        self, events: pd.DataFrame | Sequence[ViewingEvent], *, checkpoint_dir: str | Path | None = None
+    ) -> Self:
         """Train the shared base model on ``events``; replaces anything learned before.
 
-        Also fits the score calibration (``calibration_``) on each user's last
-        events, see :meth:`score`; by default that takes a second fit on the rest.
+        Also fits the score calibration (``calibration_``), see :meth:`score`:
+        the last events of a bounded sample of users are held out of training
+        and the map is fitted on how the trained model scores them.
+
+        Parameters
+        ----------
+        checkpoint_dir
+            Directory for a training checkpoint written after every epoch. A fit
+            that was interrupted (killed, SIGINT) and is called again with the
+            same events, config and directory resumes after its last finished
+            epoch instead of starting over.
 
         Raises
         ------
@@ -212,23 +223,28 @@ class Sona:
         self._adopt(tables)
 
         # Profiles need content embeddings; a zero table first gives the weight rows to train on.
-        tmp = self._profiles(ev, n_users, np.zeros((n_items, 1), np.float32))
         w_event = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
+        # The calibration slice stays out of everything learned; served profiles keep it.
+        held_out = holdout_mask(cfg, ev, n_users)
+        learn = ev if cfg.calibration == "in_sample" else ev.take(~held_out)
+        w_learn = w_event if cfg.calibration == "in_sample" else w_event[~held_out]
+        tmp = self._profiles(learn, n_users, np.zeros((n_items, 1), np.float32))
         trained = train_base_model(
             tmp.weights,
-            order_matrix(ev, w_event, n_users, n_items),
+            order_matrix(learn, w_learn, n_users, n_items),
             side_features(tmp.hourly, tmp.recency),
             content_features(self.catalog, people_min_count=cfg.people_min_count),
             base_params(cfg),
+            checkpoint=None if checkpoint_dir is None else Path(checkpoint_dir) / "base_model.ckpt",
         )
         self.content_embeddings_ = trained.content_embeddings
         self.scorer_ = trained.scorer
         item_state = fit_item_state(
-            cfg, self.catalog, tables, self.content_embeddings_, ev, w_event, tmp.weights
+            cfg, self.catalog, tables, self.content_embeddings_, learn, w_learn, tmp.weights
         )
         self._adopt(item_state)
         self.state_ = self._profiles(ev, n_users, self.content_embeddings_)
-        self.calibration_: PlattScaling | None = fit_calibration(self, frame, ev, w_event)
+        self.calibration_: PlattScaling | None = fit_calibration(self, frame, ev, w_event, held_out)
         self.model_id_: str = model_id_of(
             catalog=self.catalog,
             config=self.config,

@@ -15,23 +15,45 @@ titles after it (titles already in the input are masked out). A share of steps
 instead reconstructs the whole (dropped-out) history, which keeps users with
 short histories useful. After training, ``E_in`` is frozen as the content
 embeddings, so new users only need a preference vector: no retraining.
+
+Cost. Every step works on the batch's events (index lists, never a dense
+users x titles block) and on a bounded candidate set: a catalog of at most
+``softmax_candidates`` titles gets the exact softmax; a larger one gets a
+sampled softmax over that many titles drawn from a popularity-smoothed proposal
+``q``, each logit corrected by ``-log(softmax_candidates * q)`` (log-Q correction), so
+the partition function is an unbiased importance estimate of the full one.
+An epoch therefore costs O(events + users x softmax_candidates), whatever the size of
+the catalog, and only the item-table rows a step touches are computed.
+
+Checkpoints. With a ``checkpoint`` path, the network, optimizer and random
+generator states are written atomically after every epoch; a later call with
+the same data and parameters resumes after the last finished epoch and gives
+the model an uninterrupted run would have given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
 from sona.errors import FitError
 from sona.models._tower import TowerScorer, UserTower
 
 __all__ = ["BaseModelParams", "TrainedBase", "train_base_model"]
+
+_CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +73,7 @@ class BaseModelParams:
     input_dropout: float
     cut_low: float
     reconstruct_share: float
+    softmax_candidates: int
     seed: int
     progress: bool
     threads: int
@@ -63,6 +86,7 @@ class TrainedBase:
     content_embeddings: npt.NDArray[np.float32]  # (n_items, dim), E_in
     scorer: TowerScorer
     final_loss: float
+    epochs_resumed: int = 0  # epochs taken from a checkpoint instead of trained in this call
 
 
 class _Net(nn.Module):
@@ -75,18 +99,78 @@ class _Net(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_items))
         self.tower = UserTower(p.dim + side_dim, p.hidden_dim, p.dim)
 
-    def item_tables(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.free_in + torch.sparse.mm(feats, self.w_in), self.free_out + torch.sparse.mm(
-            feats, self.w_out
+
+class _Features:
+    """Content features as CSR arrays, so a step builds only the item-table rows it touches."""
+
+    def __init__(self, m: sp.csr_matrix) -> None:
+        m = m.astype(np.float32).tocsr()
+        m.sort_indices()
+        self.csr = m
+        self.full = self._bags(np.arange(m.shape[0]))
+
+    def _bags(self, items: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sub = self.csr[items]
+        return (
+            torch.from_numpy(sub.indices.astype(np.int64)),
+            torch.from_numpy(sub.indptr[:-1].astype(np.int64)),
+            torch.from_numpy(sub.data.astype(np.float32)),
         )
 
+    def rows(self, items: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indices, offsets, values) of ``embedding_bag`` for these titles (None = all)."""
+        return self.full if items is None else self._bags(items.numpy())
 
-def _sparse_tensor(m: sp.csr_matrix) -> torch.Tensor:
-    coo = m.tocoo()
-    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(
-        idx, torch.from_numpy(coo.data.astype(np.float32)), m.shape, check_invariants=False
-    ).coalesce()
+
+def _table(free: torch.Tensor, w: torch.Tensor, feats: _Features, items: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``items`` of ``free + F @ w`` (all rows for None)."""
+    idx, off, val = feats.rows(items)
+    mixed = F.embedding_bag(idx, w, off, mode="sum", per_sample_weights=val)
+    return (free if items is None else free[items]) + mixed
+
+
+@dataclass(slots=True)
+class _Events:
+    """Users' qualifying titles as flat event arrays with CSR offsets (built once per fit)."""
+
+    indptr: npt.NDArray[np.int64]
+    item: torch.Tensor  # int64
+    weight: torch.Tensor  # float32, > 0
+    order: torch.Tensor  # float32, position in the user's history in [0, 1)
+
+    @classmethod
+    def build(cls, weights: sp.csr_matrix, order: sp.csr_matrix) -> _Events:
+        w = weights.tocsr().copy()
+        w.sort_indices()
+        w.data[w.data <= 0] = 0.0
+        w.eliminate_zeros()
+        n_items = w.shape[1]
+        rows = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
+        keys = rows * n_items + w.indices
+        o = order.tocoo()
+        okeys = o.row.astype(np.int64) * n_items + o.col
+        srt = np.argsort(okeys, kind="stable")
+        okeys, ovals = okeys[srt], o.data[srt]
+        at = np.clip(np.searchsorted(okeys, keys), 0, max(len(okeys) - 1, 0))
+        pos = (
+            np.where(okeys[at] == keys, ovals[at], 0.0) if len(okeys) else np.zeros(len(keys))
+        )  # absent from ``order`` reads as 0, as a dense toarray() would
+        return cls(
+            indptr=w.indptr.astype(np.int64),
+            item=torch.from_numpy(w.indices.astype(np.int64)),
+            weight=torch.from_numpy(w.data.astype(np.float32)),
+            order=torch.from_numpy(np.asarray(pos, dtype=np.float32)),
+        )
+
+    def batch(self, users: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(event index, row in batch) for ``users``; rows ascending, titles ascending within a row."""
+        start, stop = self.indptr[users], self.indptr[users + 1]
+        lens = stop - start
+        total = int(lens.sum())
+        first = np.repeat(start - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        idx = first + np.arange(total, dtype=np.int64)
+        row = np.repeat(np.arange(len(users), dtype=np.int64), lens)
+        return torch.from_numpy(idx), torch.from_numpy(row)
 
 
 def train_base_model(
@@ -95,6 +179,8 @@ def train_base_model(
     side: npt.NDArray[np.float32],
     item_features: sp.csr_matrix,
     params: BaseModelParams,
+    *,
+    checkpoint: Path | None = None,
 ) -> TrainedBase:
     """Train on users with at least two titles.
 
@@ -110,92 +196,231 @@ def train_base_model(
     item_features
         (n_items, n_features) content features; may have no columns (a catalog
         without genres, years or people), then the item tables are free embeddings only.
+    checkpoint
+        File written after every epoch; when it exists and was written for the
+        same data and parameters, training resumes after its last epoch.
     """
     n_users, n_items = weights.shape
-    counts = np.diff(weights.indptr)
+    events = _Events.build(weights, order)
+    counts = np.diff(events.indptr)
     trainable = np.flatnonzero(counts >= 2)
     if len(trainable) == 0:
         raise FitError("no user has two or more qualifying events; nothing to learn from")
-    if item_features.shape[1] == 0:  # one all-zero column keeps the feature GEMMs well-shaped
+    if item_features.shape[1] == 0:  # one all-zero column keeps the feature products well-shaped
         item_features = sp.csr_matrix((n_items, 1), dtype=np.float32)
-    feats = _sparse_tensor(item_features.astype(np.float32))
+    feats = _Features(item_features)
     # Tensors here are small: intra-op threads mostly spin (15x slower on a busy
     # 2-core box), so training runs with its own thread count, restored after.
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(params.threads)
     try:
-        return _train(weights, order, side, feats, item_features.shape[1], trainable, params)
+        return _train(events, side, feats, trainable, params, checkpoint)
     finally:
         torch.set_num_threads(prev_threads)
 
 
+def _proposal(events: _Events, n_items: int) -> torch.Tensor:
+    """Sampling distribution of negative candidates: (views + 1) ** 0.75, normalized."""
+    views = np.bincount(events.item.numpy(), minlength=n_items).astype(np.float64)
+    q = (views + 1.0) ** 0.75
+    return torch.from_numpy(q / q.sum())
+
+
+def _fingerprint(events: _Events, side: npt.NDArray[np.float32], feats: _Features, p: BaseModelParams) -> str:
+    """Content hash of everything that determines training (not ``progress``/``threads``)."""
+    h = hashlib.blake2b(digest_size=16)
+    keep = {k: v for k, v in asdict(p).items() if k not in ("progress", "threads")}
+    h.update(repr(sorted(keep.items())).encode())
+    for a in (events.indptr, events.item.numpy(), events.weight.numpy(), events.order.numpy(), side):
+        h.update(np.ascontiguousarray(a).tobytes())
+    for a in (feats.csr.indptr, feats.csr.indices, feats.csr.data):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, object] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a torn or foreign file: start over rather than fail the fit
+        return None
+    ok = isinstance(state, dict) and state.get("version") == _CHECKPOINT_VERSION
+    return state if ok and state.get("fingerprint") == fingerprint else None
+
+
+def _step_loss(
+    net: _Net,
+    feats: _Features,
+    events: _Events,
+    side_t: torch.Tensor,
+    users: npt.NDArray[np.int64],
+    q: torch.Tensor | None,
+    params: BaseModelParams,
+    gen: torch.Generator,
+) -> torch.Tensor | None:
+    """Mean over the batch's users of -log p(later title | earlier titles); None if nothing to learn."""
+    n_items = net.bias.shape[0]
+    idx, row = events.batch(users)
+    item, w, pos = events.item[idx], events.weight[idx], events.order[idx]
+    b = len(users)
+    cut = params.cut_low + (1.0 - params.cut_low) * torch.rand(b, generator=gen)
+    recon = torch.rand(b, generator=gen) < params.reconstruct_share
+    keep = torch.rand(len(idx), generator=gen) >= params.input_dropout
+    inp = torch.where(recon[row], keep, pos < cut[row])
+    tgt = recon[row] | (pos >= cut[row])
+    n_in = torch.bincount(row[inp], minlength=b)
+    n_tgt = torch.bincount(row[tgt], minlength=b)
+    has = (n_in > 0) & (n_tgt > 0)
+    if not bool(has.any()):
+        return None
+
+    if q is None:  # exact softmax over the whole (bounded) catalog
+        cand = torch.arange(n_items)
+        needed, loc = None, item
+        cand_loc, log_q = cand, None
+    else:  # sampled softmax with the log-Q correction
+        s = params.softmax_candidates
+        cand = torch.multinomial(q, s, replacement=True, generator=gen)
+        needed, inverse = torch.unique(torch.cat([item, cand]), return_inverse=True)
+        loc, cand_loc = inverse[: len(item)], inverse[len(item) :]
+        log_q = torch.log(q[cand] * s).float()
+    e_in = _table(net.free_in, net.w_in, feats, needed)
+    e_out = _table(net.free_out, net.w_out, feats, needed)
+
+    ii = torch.nonzero(inp).squeeze(1)
+    pref = torch.zeros(b, e_in.shape[1]).index_add_(0, row[ii], w[ii, None] * e_in[loc[ii]])
+    pref = pref / pref.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u = net.tower(torch.cat([pref, side_t[torch.from_numpy(users)]], dim=1))
+
+    logits = torch.addmm(net.bias[cand], u, e_out[cand_loc].T)
+    if log_q is not None:
+        logits = logits - log_q
+    # a user's own titles leave the candidate block: the targets come back exactly below,
+    # the inputs stay out (as the full objective masks them)
+    ekeys = row * n_items + item  # ascending: rows ascending, titles ascending within a row
+    ckeys = torch.arange(b)[:, None] * n_items + cand[None, :]
+    at = torch.searchsorted(ekeys, ckeys).clamp_max(len(ekeys) - 1)
+    logits = logits.masked_fill(ekeys[at] == ckeys, float("-inf"))
+
+    tt = torch.nonzero(tgt).squeeze(1)
+    rt = row[tt]
+    lt = (u[rt] * e_out[loc[tt]]).sum(1) + net.bias[item[tt]]
+    with torch.no_grad():
+        shift = logits.max(1).values.clamp_min(-1e30)
+        shift = torch.maximum(shift, torch.full((b,), -1e30).scatter_reduce(0, rt, lt, "amax"))
+    total = torch.exp(logits - shift[:, None]).sum(1) + torch.zeros(b).index_add_(
+        0, rt, torch.exp(lt - shift[rt])
+    )
+    log_z = shift + torch.log(total.clamp_min(1e-30))
+    nll = torch.zeros(b).index_add_(0, rt, log_z[rt] - lt) / n_tgt.clamp_min(1)
+    return nll[has].mean()
+
+
 def _train(
-    weights: sp.csr_matrix,
-    order: sp.csr_matrix,
+    events: _Events,
     side: npt.NDArray[np.float32],
-    feats: torch.Tensor,
-    n_features: int,
+    feats: _Features,
     trainable: npt.NDArray[np.int64],
     params: BaseModelParams,
+    checkpoint: Path | None,
 ) -> TrainedBase:
-    n_items = weights.shape[1]
+    n_items = feats.csr.shape[0]
+    q = _proposal(events, n_items) if n_items > params.softmax_candidates else None
+    fingerprint = _fingerprint(events, side, feats, params) if checkpoint is not None else ""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
         gen = torch.Generator().manual_seed(params.seed)
-        net = _Net(n_items, n_features, side.shape[1], params)
+        net = _Net(n_items, feats.csr.shape[1], side.shape[1], params)
         opt = torch.optim.AdamW(
             net.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True
         )
         side_t = torch.from_numpy(side.astype(np.float32))
-        steps = 0
         loss_val = float("nan")
-        bar = tqdm(range(params.epochs), desc="sona fit", disable=not params.progress, leave=False)
+        first_epoch = 0
+        state = _load_checkpoint(checkpoint, fingerprint)
+        if state is not None:
+            net.load_state_dict(state["net"])  # type: ignore[arg-type]
+            opt.load_state_dict(state["opt"])  # type: ignore[arg-type]
+            gen.set_state(state["gen"])  # type: ignore[arg-type]
+            first_epoch = int(state["epoch"])  # type: ignore[call-overload]
+            loss_val = float(state["loss"])  # type: ignore[arg-type]
+        steps_per_epoch = -(-len(trainable) // params.batch_size)
+        tty = params.progress and sys.stderr.isatty()
+        bar = tqdm(
+            total=params.epochs * steps_per_epoch,
+            initial=first_epoch * steps_per_epoch,
+            desc="sona fit",
+            unit="step",
+            disable=not tty,
+            leave=False,
+        )
+        t0 = time.perf_counter()
         net.train()
-        for _ in bar:
+        for epoch in range(first_epoch, params.epochs):
             perm = trainable[torch.randperm(len(trainable), generator=gen).numpy()]
             for lo in range(0, len(perm), params.batch_size):
                 users = perm[lo : lo + params.batch_size]
-                w = torch.from_numpy(weights[users].toarray())
-                present = w > 0
-                pos = torch.from_numpy(order[users].toarray())
-                b = len(users)
-                cut = params.cut_low + (1.0 - params.cut_low) * torch.rand(b, 1, generator=gen)
-                recon = torch.rand(b, 1, generator=gen) < params.reconstruct_share
-                before = present & (pos < cut)
-                after = present & (pos >= cut)
-                keep = torch.rand(w.shape, generator=gen) >= params.input_dropout
-                inp = torch.where(recon, present & keep, before)
-                tgt = torch.where(recon, present, after).float()
-                has = (tgt.sum(1) > 0) & (inp.sum(1) > 0)
-                if not bool(has.any()):
+                loss = _step_loss(net, feats, events, side_t, users, q, params, gen)
+                bar.update(1)
+                if loss is None:
                     continue
-                e_in, e_out = net.item_tables(feats)
-                pref = (w * inp) @ e_in
-                pref = pref / pref.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                x = torch.cat([pref, side_t[torch.from_numpy(users)]], dim=1)
-                logits = net.tower(x) @ e_out.T + net.bias
-                logits = logits.masked_fill(inp & ~recon, float("-inf"))
-                logp = torch.log_softmax(logits, dim=1)
-                logp = torch.where(tgt > 0, logp, torch.zeros_like(logp))
-                per_user = -(logp * tgt).sum(1) / tgt.sum(1).clamp_min(1.0)
-                loss = per_user[has].mean()
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 opt.step()
-                steps += 1
                 loss_val = float(loss.detach())
-            bar.set_postfix(loss=f"{loss_val:.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_val:.3f}")
+            if checkpoint is not None:
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "version": _CHECKPOINT_VERSION,
+                        "fingerprint": fingerprint,
+                        "epoch": epoch + 1,
+                        "loss": loss_val,
+                        "net": net.state_dict(),
+                        "opt": opt.state_dict(),
+                        "gen": gen.get_state(),
+                    },
+                )
         bar.close()
+        if params.progress and not tty:  # logs and notebooks: one line instead of a bar
+            trained = params.epochs - first_epoch
+            kind = "exact" if q is None else f"sampled {params.softmax_candidates}"
+            print(
+                f"sona fit: {params.epochs} epochs ({first_epoch} resumed), {len(trainable)} users, "
+                f"{n_items} titles, {kind} softmax, "
+                f"loss={loss_val:.3f}, {time.perf_counter() - t0:.1f} s"
+                + (f" ({(time.perf_counter() - t0) / trained:.2f} s/epoch)" if trained else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         if not np.isfinite(loss_val):
             raise FitError(f"base model training diverged (loss={loss_val})")
         net.eval()
         with torch.no_grad():
-            e_in, e_out = net.item_tables(feats)
+            e_in = _table(net.free_in, net.w_in, feats, None)
+            e_out = _table(net.free_out, net.w_out, feats, None)
             scorer = TowerScorer(net.tower, n_items, params.dim)
             scorer.item_embeddings.data.copy_(e_out)
             scorer.item_bias.data.copy_(net.bias)
         scorer.eval()
         for prm in scorer.parameters():
             prm.requires_grad_(False)
-    return TrainedBase(content_embeddings=e_in.numpy().astype(np.float32), scorer=scorer, final_loss=loss_val)
+    return TrainedBase(
+        content_embeddings=e_in.numpy().astype(np.float32),
+        scorer=scorer,
+        final_loss=loss_val,
+        epochs_resumed=first_epoch,
+    )

@@ -13,7 +13,7 @@ from sona.errors import ConfigError
 __all__ = ["CalibrationKind", "CollaborativeKind", "SonaConfig"]
 
 CollaborativeKind = Literal["auto", "ease", "itemknn"]
-CalibrationKind = Literal["refit", "in_sample", "off"]
+CalibrationKind = Literal["holdout", "refit", "in_sample", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,10 @@ class SonaConfig:
         of input titles dropped in reconstruction steps; ``cut_low`` earliest
         history cut (fraction) for the predict-later objective;
         ``reconstruct_share`` share of users per step trained to reconstruct
-        their whole history instead.
+        their whole history instead; ``softmax_candidates`` titles per training
+        step: a catalog up to this size gets the exact softmax, a larger one a
+        sampled softmax over this many titles (log-Q corrected), so a fit's
+        cost grows with events, not with users x titles.
     Profiles
         ``min_completion`` below which a viewing is ignored; decay
         ``decay_base ** (days / decay_period_days)``; ``genre_smoothing`` the
@@ -46,12 +49,13 @@ class SonaConfig:
         decaying as ``epsilon * 0.5 ** (n_events / explore_halflife)`` (0 = off,
         the default, so evaluation is pure exploitation).
     Calibration
-        ``calibration``: how ``score``'s probability map is fitted on each
-        user's last events. ``"refit"`` (default) scores them with a second
-        model fitted without them, so the map is not over-confident (fit takes
-        about twice as long); ``"in_sample"`` scores them with the model
-        itself (faster, optimistic at the top); ``"off"`` keeps the
-        uncalibrated squash.
+        ``calibration``: how ``score``'s probability map is fitted on users'
+        last events. ``"holdout"`` (default) holds the last events of a
+        bounded sample of users out of training and fits the map on how the
+        trained model scores them, so it is not over-confident and needs no
+        second fit (``"refit"``, the older name, means the same); ``"in_sample"``
+        scores the same events without holding them out (optimistic at the
+        top); ``"off"`` keeps the uncalibrated squash.
     Run
         ``seed`` for all randomness; ``progress`` shows a tqdm bar during fit;
         ``train_threads`` torch threads while training (the tensors are small,
@@ -70,6 +74,7 @@ class SonaConfig:
     input_dropout: float = 0.3
     cut_low: float = 0.5
     reconstruct_share: float = 0.3
+    softmax_candidates: int = 2048
     min_completion: float = 0.3
     decay_base: float = 0.95
     decay_period_days: float = 30.0
@@ -91,7 +96,7 @@ class SonaConfig:
     mmr_candidates: int = 50
     explore_epsilon: float = 0.0
     explore_halflife: float = 20.0
-    calibration: CalibrationKind = "refit"
+    calibration: CalibrationKind = "holdout"
     seed: int = 0
     progress: bool = True
     train_threads: int = 1
@@ -105,6 +110,7 @@ class SonaConfig:
             "people_min_count",
             "knn_neighbors",
             "mmr_candidates",
+            "softmax_candidates",
         )
         for name in positive_int:
             v = getattr(self, name)
@@ -146,9 +152,10 @@ class SonaConfig:
             raise ConfigError(
                 f"SonaConfig.collaborative must be 'auto', 'ease' or 'itemknn', got {self.collaborative!r}"
             )
-        if self.calibration not in ("refit", "in_sample", "off"):
+        if self.calibration not in ("holdout", "refit", "in_sample", "off"):
             raise ConfigError(
-                f"SonaConfig.calibration must be 'refit', 'in_sample' or 'off', got {self.calibration!r}"
+                "SonaConfig.calibration must be 'holdout', 'refit', 'in_sample' or 'off', "
+                f"got {self.calibration!r}"
             )
         if not isinstance(self.progress, bool):
             raise ConfigError(f"SonaConfig.progress must be a boolean, got {self.progress!r}")
