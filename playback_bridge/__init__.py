@@ -25,6 +25,7 @@ from playback_bridge._messages import (
     viewing_event_id,
 )
 from playback_bridge._producer import (
+    DeliveryError,
     EventHandler,
     EventProducer,
     InProcessEventBus,
@@ -48,6 +49,7 @@ __all__ = [
     "TIMESTAMP_RANGE",
     "BatchResult",
     "ContinueWatchingItem",
+    "DeliveryError",
     "EventHandler",
     "EventProducer",
     "EventSink",

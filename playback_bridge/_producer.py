@@ -1,7 +1,15 @@
 """Publishing playback events: one interface, a Kafka and an in-process implementation.
 
-``publish`` is a plain (non-async) call that only appends to a bounded buffer,
-so it can never block a request. A background task drains the buffer. When the
+Two ways in. ``await deliver(event)`` returns only once the event is durable:
+the broker acknowledged it (``acks="all"``), or the in-process handler (the
+:class:`~playback_bridge.EventSink`) committed it to the database; the playback
+API answers position updates and session ends this way, so a 2xx means the
+event reaches ``viewing_events`` even if the process is killed the next instant.
+It raises :class:`DeliveryError` when that cannot be confirmed in time (the
+caller answers 503 and the client retries; events are idempotent per session).
+``publish`` is a plain (non-async) call that only appends to the same bounded
+buffer, for events nobody waits on. One background task drains the buffer in
+batches, so concurrent requests share broker round trips. When the
 buffer is full (a long broker outage, a stuck handler) new events are dropped
 and counted; events that fail to send are put back and retried with backoff.
 A delivery that keeps failing with an error that is not an outage is retried
@@ -36,6 +44,7 @@ from playback_bridge._messages import (
 from playback_bridge._retry import transient
 
 __all__ = [
+    "DeliveryError",
     "EventHandler",
     "EventProducer",
     "InProcessEventBus",
@@ -52,6 +61,10 @@ AnyEvent = SessionCreated | PositionUpdated | SessionEnded
 EventHandler = Callable[[Sequence[AnyEvent]], Awaitable[object]]
 
 _TOPIC_ALREADY_EXISTS = 36
+
+
+class DeliveryError(Exception):
+    """An event could not be confirmed durable (buffer full, timeout, refused or stopped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,10 @@ class EventProducer(Protocol):
         """Queue one event and return at once; never raises, never blocks."""
         ...
 
+    async def deliver(self, event: AnyEvent, timeout: float = ...) -> None:
+        """Queue one event and wait until it is durable; :class:`DeliveryError` if not confirmed."""
+        ...
+
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far has been delivered (or the timeout)."""
         ...
@@ -160,16 +177,51 @@ class _Buffered:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        # Callers of deliver() waiting on an event, by the event object's id (the buffer holds it).
+        self._waiters: dict[int, asyncio.Future[None]] = {}
 
     def publish(self, event: AnyEvent) -> None:
+        self._enqueue(event)
+
+    def _enqueue(self, event: AnyEvent) -> bool:
         if len(self._buffer) >= self.max_buffer:
             self.stats.dropped += 1
             _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc()
-            return
+            return False
         self._buffer.append(event)
         self.stats.published += 1
         self._idle.clear()
         self._wakeup.set()
+        return True
+
+    async def deliver(self, event: AnyEvent, timeout: float = 5.0) -> None:
+        """Queue ``event`` and wait until it is durable (see the module docstring).
+
+        On a timeout the event stays queued and may still be delivered: at least
+        once, which the consumer's per-session idempotence absorbs.
+        """
+        if self._task is None:
+            raise DeliveryError("the producer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        if not self._enqueue(event):
+            raise DeliveryError(f"event buffer full ({self.max_buffer} events waiting)")
+        self._waiters[id(event)] = future
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise DeliveryError(f"not confirmed within {timeout:g} s") from None
+
+    def _settle(self, events: Sequence[AnyEvent], error: str | None = None) -> None:
+        """Resolve the waiters of ``events``: delivered, or failed with ``error``."""
+        for event in events:
+            future = self._waiters.pop(id(event), None)
+            if future is None or future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(DeliveryError(error))
 
     @property
     def pending(self) -> int:
@@ -205,6 +257,8 @@ class _Buffered:
                     if self._failures >= self.max_attempts:
                         failed = await self._deliver_each(batch)
             self._in_flight = []
+            retry = {id(e) for e in failed}
+            self._settle([e for e in batch if id(e) not in retry])  # refused ones are settled already
             delivered = len(batch) - len(failed) - (self.stats.refused - refused)
             self.stats.delivered += delivered
             _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="sent").inc(delivered)
@@ -213,7 +267,7 @@ class _Buffered:
                 _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="retried").inc(len(failed))
                 self._buffer.extendleft(reversed(failed))
                 while len(self._buffer) > self.max_buffer:  # newer events pay for the outage
-                    self._buffer.pop()
+                    self._settle([self._buffer.pop()], "dropped: the event buffer overflowed")
                     self.stats.dropped += 1
                     _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc()
                 await asyncio.sleep(self.retry_backoff_seconds)
@@ -229,6 +283,7 @@ class _Buffered:
                 if transient(exc):
                     return failed + batch[i:]
                 self.stats.refused += 1
+                self._settle([event], f"refused: {type(exc).__name__}: {exc}")
                 _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="refused").inc()
                 log.error(
                     "discarding %s event of session %r after %d failed deliveries: %s: %s",
@@ -257,13 +312,24 @@ class _Buffered:
             self.stats.dropped += lost
             _metrics.PRODUCER_EVENTS.labels(transport=self.transport, outcome="dropped").inc(lost)
             log.warning("stopped with %d events undelivered after %.1f s; they are dropped", lost, timeout)
+        self._settle([*self._in_flight, *self._buffer], "the producer stopped before delivering it")
         self._in_flight = []
         self._buffer.clear()
         self._idle.set()
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a waiter's exception as seen: after a timeout nobody awaits it any more."""
+    if not future.cancelled():
+        future.exception()
+
+
 class InProcessEventBus(_Buffered):
     """Delivers the event objects themselves to a handler in the same process.
+
+    :meth:`deliver` returns once the handler has returned for the batch holding
+    the event; with the :class:`~playback_bridge.EventSink` that is after the
+    database commit.
 
     Used when ``KAFKA_BROKERS`` is unset, so the quickstart still feeds sona
     from playback: the handler is the consumer's :class:`~playback_bridge.EventSink`.
@@ -300,7 +366,11 @@ class InProcessEventBus(_Buffered):
 
 
 class KafkaEventProducer(_Buffered):
-    """Publishes to ``{prefix}.{event-type}`` with key = ``user_id`` (snappy, acks=1, linger 10 ms).
+    """Publishes to ``{prefix}.{event-type}`` with key = ``user_id`` (snappy, ``acks="all"``).
+
+    ``linger_ms`` is 0 by default: callers of :meth:`deliver` wait for the
+    acknowledgement, and events that arrive while a batch is in flight form the
+    next batch anyway.
 
     The broker may be down at start-up or go away later: the background task
     keeps (re)connecting and the buffer holds up to ``max_buffer`` events.
@@ -317,7 +387,7 @@ class KafkaEventProducer(_Buffered):
         create_topics: bool = True,
         max_buffer: int = 10_000,
         max_batch: int = 1_000,
-        linger_ms: int = 10,
+        linger_ms: int = 0,
         request_timeout_ms: int = 5_000,
         retry_backoff_seconds: float = 0.5,
     ) -> None:
@@ -345,7 +415,7 @@ class KafkaEventProducer(_Buffered):
             producer = AIOKafkaProducer(
                 bootstrap_servers=list(self.brokers),
                 compression_type="snappy",
-                acks=1,
+                acks="all",
                 linger_ms=self.linger_ms,
                 request_timeout_ms=self.request_timeout_ms,
             )

@@ -43,7 +43,7 @@ from playback_bridge._messages import (
     SessionEnded,
     viewing_event_id,
 )
-from sona.errors import UnknownContentError
+from sona.errors import TrainingInProgressError, UnknownContentError
 from sona.profile import UserProfile
 from sona.storage import Storage
 
@@ -64,28 +64,27 @@ class ProfileEngine(Protocol):
 
 
 class TrainingQueue:
-    """Users waiting for a batched LoRA training run, each at most once, oldest first."""
+    """Adapter training for users who crossed the thresholds: a ``queued`` row in ``training_jobs``.
 
-    def __init__(self) -> None:
-        self._users: OrderedDict[str, datetime] = OrderedDict()
+    The table is the queue every serving worker claims from (``Storage.claim_job``),
+    so training queued by the Kafka consumer runs on whichever replica is free,
+    and the database's one-active-job-per-user index keeps a user from being
+    queued twice by several consumers.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
 
     def put(self, user_id: str) -> bool:
-        """Queue a user; False if already queued."""
-        if user_id in self._users:
+        """Queue a job for the user; False if one is already queued or running."""
+        try:
+            self.storage.create_job(user_id)
+        except TrainingInProgressError:
             return False
-        self._users[user_id] = datetime.now(UTC)
         return True
 
-    def drain(self, max_users: int | None = None) -> list[str]:
-        """Take up to ``max_users`` queued users (all by default) for one training batch."""
-        n = len(self._users) if max_users is None else min(max_users, len(self._users))
-        return [self._users.popitem(last=False)[0] for _ in range(n)]
-
-    def __len__(self) -> int:
-        return len(self._users)
-
     def __contains__(self, user_id: object) -> bool:
-        return user_id in self._users
+        return isinstance(user_id, str) and self.storage.active_job(user_id) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,9 @@ class EventSink:
     min_events, min_interval, min_completion
         Training thresholds: a user with at least ``min_events`` qualifying
         events (not dismissed, completion ≥ ``min_completion``) whose last
-        training is older than ``min_interval`` is put on :attr:`training_queue`.
+        training is older than ``min_interval`` gets a queued training job
+        (:attr:`training_queue`, the ``training_jobs`` table) that any serving
+        worker claims. ``queue_training=False`` turns this off.
 
     Call it with a batch (it is an ``EventHandler``, and also takes a
     :class:`~playback_bridge.PlaybackBatch`); the storage work runs in a worker
@@ -177,12 +178,16 @@ class EventSink:
     min_events: int = 10
     min_interval: timedelta = timedelta(seconds=300)
     min_completion: float = 0.3
-    training_queue: TrainingQueue = field(default_factory=TrainingQueue)
+    queue_training: bool = True
+    training_queue: TrainingQueue = field(init=False, repr=False)
     max_cached_users: int = 100_000
     # user → earliest time the user may be queued again.
     _not_before: dict[str, datetime] = field(default_factory=dict, init=False, repr=False)
     # users whose stored history the engine has been given (least recently used first).
     _hydrated: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.training_queue = TrainingQueue(self.storage)
 
     async def __call__(self, events: Sequence[AnyEvent] | PlaybackBatch) -> BatchResult:
         return await asyncio.to_thread(self.handle, events)
@@ -251,11 +256,13 @@ class EventSink:
 
     def _queue_for_training(self, changed: pd.DataFrame) -> tuple[str, ...]:
         """Queue users whose qualifying count now reaches ``min_events`` (one grouped count per batch)."""
+        if not self.queue_training:
+            return ()
         now = datetime.now(UTC)
         candidates = [
             u
             for u in pd.unique(changed.loc[changed["completion_rate"] >= self.min_completion, "user_id"])
-            if u not in self.training_queue and now >= self._not_before.get(u, now)
+            if now >= self._not_before.get(u, now)
         ]
         if not candidates:
             return ()

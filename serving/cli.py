@@ -40,6 +40,13 @@ _TARGETS: dict[str, str] = {
     "playback": "serving.playback:PlaybackService",
     "discovery": "serving.discovery:Discovery",
 }
+#: ``@bentoml.service(name=...)`` of each target, for BentoML's per-service config.
+_SERVICE_NAMES: dict[str, str] = {
+    "all": "sona-gateway",
+    "sona": "sona",
+    "playback": "playback",
+    "discovery": "sona-discovery",
+}
 
 
 def _bind_error(host: str, port: int) -> str | None:
@@ -74,6 +81,14 @@ def serve(
     ] = "all",
     host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 for all.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 3000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes (default 1); they share jobs and state through the database.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP services with BentoML until SIGINT/SIGTERM.
 
@@ -97,6 +112,9 @@ def serve(
     cmd = [str(bentoml), "serve", _TARGETS[service], "--host", host, "--port", str(port)]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    if workers is not None:  # BentoML reads the worker count from its config; the last option wins
+        option = f"services.{_SERVICE_NAMES[service]}.workers={workers}"
+        env["BENTOML_CONFIG_OPTIONS"] = f"{env.get('BENTOML_CONFIG_OPTIONS', '')} {option}".strip()
     raise typer.Exit(run_bentoml(cmd, env))  # 2 if a worker stopped it on a configuration error
 
 

@@ -16,7 +16,6 @@ Run it with ``bentoml serve serving.gateway:Gateway`` (what ``sona serve`` and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -46,7 +45,7 @@ from serving._fatal import stop_on_config_error
 from serving._shell import make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
-from sona import Settings, SonaError, UserProfile, load_settings
+from sona import Settings, UserProfile, load_settings
 from sona.search import MiniLMEmbedder, SearchIndex
 
 __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
@@ -55,7 +54,6 @@ logger = logging.getLogger("serving.gateway")
 
 API_DOCS = "/api/v1/docs"
 #: How often users the event sink queued for LoRA training are handed to the training worker.
-TRAINING_HANDOFF_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -133,23 +131,6 @@ def _producer(settings: Settings, sink: EventSink | None) -> EventProducer:
     return InProcessEventBus(sink)
 
 
-async def _hand_off_training(sink: EventSink, state: ServiceState) -> None:
-    """Move users the sink queued (enough new events) to the service's training worker.
-
-    ``submit_training`` queries the database, so it runs in a worker thread, off the
-    event loop; a failure for one user is logged and the loop goes on.
-    """
-    while True:
-        await asyncio.sleep(TRAINING_HANDOFF_SECONDS)
-        for user_id in sink.training_queue.drain():
-            try:
-                await asyncio.to_thread(state.submit_training, user_id, force=False)
-            except SonaError as exc:  # a guard said no (too recent, too few events): not an error
-                logger.info("not training %s: %s", user_id, exc)
-            except Exception:  # noqa: BLE001 - one user's failure must not end the hand-off task
-                logger.exception("could not queue training for %s", user_id)
-
-
 def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> GatewayParts:
     """Start-up of all three services over one engine and one database.
 
@@ -180,14 +161,10 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
 
     @contextlib.asynccontextmanager
     async def background(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_hand_off_training(sink, state)) if sink is not None else None
+        # Training the sink queues is a row in training_jobs: the state's worker claims it.
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await redis.aclose()
 
     inner = app.router.lifespan_context
@@ -206,7 +183,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
 _shell = make_shell()
 
 
-@bentoml.service(name="sona-gateway", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="sona-gateway", traffic={"timeout": 60})  # workers: sona serve --workers
 @bentoml.asgi_app(_shell, path="/")
 class Gateway:
     """SONA + playback + discovery in one process and one port; settings from the environment."""

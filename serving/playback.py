@@ -5,9 +5,13 @@ in-process against real Redis; :class:`PlaybackService` is the thin BentoML
 wrapper that builds them from the environment (``bentoml serve
 serving.playback:PlaybackService``).
 
-Each write goes to Redis first; only then are the side effects fired, and
-neither can delay or fail the request: ``EventProducer.publish`` appends to a
-bounded buffer and ``SyncNotifier.notify`` starts a bounded fire-and-forget task.
+Each write goes to Redis first. A position update or a session end is then
+answered only once its event is durable (``EventProducer.deliver``: the broker
+acknowledged it, or the in-process sink committed it), so a 2xx means the event
+reaches ``viewing_events`` even if this process is killed the next instant;
+when that cannot be confirmed the answer is 503 and the client retries.
+``SyncNotifier.notify`` starts a bounded fire-and-forget task that can neither
+delay nor fail the request; a session's creation is published without waiting.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from starlette.responses import JSONResponse
 from playback_bridge import (
     ID_PATTERN,
     ContinueWatchingItem,
+    DeliveryError,
     EventProducer,
     InProcessEventBus,
     KafkaEventProducer,
@@ -110,6 +115,28 @@ async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={REQUEST_ID_HEADER: rid, "Retry-After": "1"})
 
 
+async def _not_delivered(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    body = {
+        "error": "event_not_confirmed",
+        "message": f"the playback event could not be confirmed durable ({exc}); retry shortly",
+        "request_id": rid,
+    }
+    return JSONResponse(body, status_code=503, headers={REQUEST_ID_HEADER: rid, "Retry-After": "1"})
+
+
+def _ended(session: PlaybackSession) -> SessionEnded:
+    return SessionEnded(
+        session_id=session.id,
+        user_id=session.user_id,
+        content_id=session.content_id,
+        device_id=session.device_id,
+        final_position_seconds=session.position_seconds,
+        completion_rate=completion_rate(session.position_seconds, session.duration_seconds),
+        duration_seconds=session.duration_seconds,
+    )
+
+
 def create_app(
     *,
     redis: aioredis.Redis,
@@ -146,6 +173,7 @@ def create_app(
     app.state.jwt_secret = jwt_secret
     install_error_handlers(app)
     app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_exception_handler(DeliveryError, _not_delivered)
     store = SessionStore(redis, namespace=namespace)
 
     async def owned(session_id: str, principal: Authenticated) -> PlaybackSession:
@@ -187,17 +215,15 @@ def create_app(
         session = await store.update_position(current, body.position_seconds, body.playback_state)
         if session is None:
             raise SessionNotFoundError(session_id)
-        producer.publish(
-            PositionUpdated(
-                session_id=session.id,
-                user_id=session.user_id,
-                content_id=session.content_id,
-                device_id=session.device_id,
-                position_seconds=session.position_seconds,
-                playback_state=session.playback_state,
-                duration_seconds=session.duration_seconds,
-                timestamp=session.updated_at,
-            )
+        event = PositionUpdated(
+            session_id=session.id,
+            user_id=session.user_id,
+            content_id=session.content_id,
+            device_id=session.device_id,
+            position_seconds=session.position_seconds,
+            playback_state=session.playback_state,
+            duration_seconds=session.duration_seconds,
+            timestamp=session.updated_at,
         )
         notifier.notify(
             SyncProgress(
@@ -210,6 +236,7 @@ def create_app(
                 timestamp=session.updated_at,
             )
         )
+        await producer.deliver(event)  # durable before the answer
         return Response(session.model_dump_json(), media_type="application/json")
 
     @app.delete("/api/v1/sessions/{session_id}", status_code=204)
@@ -217,19 +244,11 @@ def create_app(
         current = await store.get(session_id)
         if current is not None:
             authorize(principal, current.user_id)
+            # Durable before the session disappears: if this fails the session is still there to retry.
+            await producer.deliver(_ended(current))
             final = await store.delete(session_id)
-            if final is not None:
-                producer.publish(
-                    SessionEnded(
-                        session_id=final.id,
-                        user_id=final.user_id,
-                        content_id=final.content_id,
-                        device_id=final.device_id,
-                        final_position_seconds=final.position_seconds,
-                        completion_rate=completion_rate(final.position_seconds, final.duration_seconds),
-                        duration_seconds=final.duration_seconds,
-                    )
-                )
+            if final is not None and final.position_seconds != current.position_seconds:
+                await producer.deliver(_ended(final))  # a position update landed in between
         return Response(status_code=204)
 
     @app.get("/api/v1/users/{user_id}/sessions")

@@ -4,8 +4,9 @@ Run it with ``bentoml serve serving.sona_service:SonaService``. The FastAPI app
 of :mod:`serving._api` is mounted at ``/``; BentoML adds ``/metrics``,
 ``/livez`` and ``/readyz`` (the latter follows ``/ready`` via ``__is_ready__``).
 
-One worker process: the engine, its adapters and the training queue live in
-process memory, so a second worker would serve a different engine.
+Workers: ``sona serve --workers N`` (BentoML's ``services.sona.workers``).
+Training jobs live in the database, so every worker's training thread claims
+from the same queue.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = ["SonaService", "app"]
 app = create_app()
 
 
-@bentoml.service(name="sona", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="sona", traffic={"timeout": 60})
 @bentoml.asgi_app(app, path="/")
 class SonaService:
     """Loads settings, database, engine and training worker once per process."""

@@ -217,13 +217,20 @@ def test_users_crossing_the_threshold_are_queued_once(sqlite_url: str) -> None:
     storage.upgrade()
     sink = EventSink(storage, min_events=10, min_interval=timedelta(hours=1))
     first = sink.handle([ended(f"a{i}", "u1", f"c{i}", 90) for i in range(9)] + [ended("b0", "u2", "c0", 90)])
-    assert first.queued_for_training == () and len(sink.training_queue) == 0
+    assert first.queued_for_training == () and storage.list_jobs() == []
     low = sink.handle([ended("a-low", "u1", "c-low", 10)])  # completion 0.1: does not qualify
     assert low.queued_for_training == ()
     second = sink.handle([ended("a9", "u1", "c9", 90), ended("a10", "u1", "c10", 90)])
     assert second.queued_for_training == ("u1",)
     assert sink.handle([ended("a11", "u1", "c11", 90)]).queued_for_training == ()  # already queued
-    assert sink.training_queue.drain() == ["u1"]
+    # Queued in the database, where every serving worker claims training jobs.
+    (job,) = storage.list_jobs()
+    assert (job.user_id, job.status) == ("u1", "queued") and "u1" in sink.training_queue
+    # Another consumer process (its own sink) cannot queue the user a second time.
+    other = EventSink(Storage(sqlite_url), min_events=10, min_interval=timedelta(hours=1))
+    assert other.handle([ended("a13", "u1", "c13", 90)]).queued_for_training == ()
+    other.storage.dispose()
+    storage.update_job(job.job_id, status="skipped")
 
     # Trained a minute ago: the minimum interval keeps the user off the queue.
     storage.record_adapter(
