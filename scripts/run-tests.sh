@@ -19,4 +19,6 @@ scripts/services.sh start >"$env_file"
 # shellcheck disable=SC1090
 source "$env_file"
 export SONA_REQUIRE_SERVICES=1
-"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --nbmake tests notebooks "$@"
+# the notebooks run once each inside tests/integration/test_notebooks.py (executed copies with their plots
+# go to $SONA_ARTIFACTS_DIR/notebooks, else build/notebooks)
+"$VENV/bin/python" -m pytest -p no:cacheprovider -ra tests "$@"
