@@ -7,7 +7,7 @@ runs the Kafka consumer as its own process.
 
 from playback_bridge._batch import PlaybackBatch, decode_batch
 from playback_bridge._messages import (
-    ID_PATTERN,
+    MAX_SECONDS,
     SCHEMA_VERSION,
     TIMESTAMP_RANGE,
     EventType,
@@ -44,7 +44,7 @@ from playback_bridge._sink import BatchResult, EventSink, ProfileEngine, Trainin
 from playback_bridge._sync import SyncNotifier, SyncStats
 
 __all__ = [
-    "ID_PATTERN",
+    "MAX_SECONDS",
     "SCHEMA_VERSION",
     "TIMESTAMP_RANGE",
     "BatchResult",

@@ -12,7 +12,6 @@ fast checks did not (a numeric string, a missing optional field) still counts.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from pandas._libs import lib
 from pydantic_core import from_json
 
 from playback_bridge._messages import (
-    CONTROL_CHARACTERS,
+    MAX_SECONDS,
     SCHEMA_VERSION,
     TIMESTAMP_RANGE,
     EventType,
@@ -34,6 +33,7 @@ from playback_bridge._messages import (
     SessionEnded,
     decode_event,
 )
+from sona.identifiers import IDENTIFIER_MAX_LENGTH, NOT_PRINTABLE_CHARACTER
 
 __all__ = ["PlaybackBatch", "decode_batch"]
 
@@ -54,7 +54,7 @@ _TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)"
 # Years the fast path accepts: a year inside the models' range on both sides, so no UTC offset can
 # carry a stamp out of it (or out of what datetime64[ns] holds); the edge years go to the model.
 _YEARS = (TIMESTAMP_RANGE[0].year + 1, TIMESTAMP_RANGE[1].year - 2)
-_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+_CONTROL = NOT_PRINTABLE_CHARACTER  # the identifier rule's characters (sona.identifiers)
 COLUMNS = (
     "session_id",
     "user_id",
@@ -158,20 +158,23 @@ def _number(values: list[object]) -> npt.NDArray[np.float64]:
 
 
 def _valid_ids(values: list[object]) -> npt.NDArray[np.bool_]:
-    """``str`` of 1-255 characters, not all whitespace (the models' ``_Id``)."""
+    """``str`` of 1-255 printable characters, not all whitespace (the models' ``Identifier``)."""
     n = len(values)
     arr = np.array(values, dtype=object)
     # ndim: equal-length lists make a 2-D array whose cells are strings.
     if n and arr.ndim == 1 and lib.is_string_array(arr):  # the usual case: C-level maps, no Python frame
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)  # type: ignore[arg-type]
         blank = np.fromiter(map(str.isspace, values), dtype=bool, count=n)  # type: ignore[arg-type]
-        valid = (lengths > 0) & (lengths <= 255) & ~blank
+        valid = (lengths > 0) & (lengths <= IDENTIFIER_MAX_LENGTH) & ~blank
         if _CONTROL.search("".join(values)):  # type: ignore[arg-type]  # rare: one scan finds none
             valid &= ~np.fromiter(map(bool, map(_CONTROL.search, values)), dtype=bool, count=n)  # type: ignore[arg-type]
         return valid
     return np.fromiter(
         (
-            type(v) is str and 0 < len(v) <= 255 and not v.isspace() and _CONTROL.search(v) is None
+            type(v) is str
+            and 0 < len(v) <= IDENTIFIER_MAX_LENGTH
+            and not v.isspace()
+            and _CONTROL.search(v) is None
             for v in values
         ),
         dtype=bool,
@@ -228,7 +231,8 @@ def _decode_columns(values: Sequence[bytes | None]) -> tuple[PlaybackBatch, list
     completion = _number([d.get("completion_rate") if e else 0.0 for d, e in zip(docs, ended, strict=True)])
     state = [d.get("playback_state") for d in docs]
     with np.errstate(invalid="ignore"):
-        ok &= np.isfinite(position) & (position >= 0) & np.isfinite(duration) & (duration >= 0)
+        ok &= np.isfinite(position) & (position >= 0) & (position <= MAX_SECONDS)
+        ok &= np.isfinite(duration) & (duration >= 0) & (duration <= MAX_SECONDS)
         ok &= np.isfinite(completion) & (completion >= 0) & (completion <= 1)
     ok &= ended | np.fromiter((type(s) is str and s in _STATES for s in state), dtype=bool, count=n)
     ok &= np.fromiter((type(d.get("event_id", "")) is str for d in docs), dtype=bool, count=n)

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 
 import sona
 from serving._auth import authorize
 from serving._errors import Authenticated, install_error_handlers, request_id
 from serving._metrics import ADAPTER_CACHE
+from serving._openapi import document, errors
 from serving._schemas import (
     JobResponse,
     ProfileUpdateRequest,
@@ -37,7 +38,14 @@ from serving._schemas import (
     ViewingContext,
 )
 from serving._state import ServiceState
-from sona import NotFittedError, ValidationError, events_from_records
+from sona import (
+    Identifier,
+    InsufficientDataError,
+    NotFittedError,
+    UnknownContentError,
+    UnknownUserError,
+    events_from_records,
+)
 from sona.events import client_event_id
 
 __all__ = ["attach_state", "create_app"]
@@ -137,9 +145,8 @@ def _update_profile(state: ServiceState, body: ProfileUpdateRequest) -> ProfileU
     events = events_from_records(records)
     catalog = state.engine.catalog
     unknown = np.flatnonzero(catalog.lookup([e.content_id for e in events]) < 0)
-    if unknown.size:
-        i = int(unknown[0])
-        raise ValidationError("content_id", f"unknown content id {events[i].content_id!r}", index=i)
+    if unknown.size:  # 404 like /personalization/score: the request is well formed, the title is not there
+        raise UnknownContentError([events[int(i)].content_id for i in unknown])
     state.fresh(body.user_id)  # the profile stored below is built on everything the database holds
     with state.write_lock:
         with state.storage.transaction() as tx:
@@ -192,10 +199,11 @@ def create_app(state: ServiceState | None = None) -> FastAPI:
         title="sona",
         version=sona.__version__,
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     install_error_handlers(app)
+    document(app, docs_url=f"{API}/docs")
     app.state.sona = None
     app.state.jwt_secret = None
     if state is not None:
@@ -216,33 +224,47 @@ def create_app(state: ServiceState | None = None) -> FastAPI:
         body = {"error": "not_ready", "message": "service is not ready", "request_id": rid, "checks": checks}
         return JSONResponse(body, status_code=503)
 
-    @app.post(f"{API}/recommendations", response_model=RecommendationsResponse)
+    @app.post(f"{API}/recommendations", response_model=RecommendationsResponse, responses=errors(403, 404))
     def recommendations(
         body: RecommendationsRequest, principal: Authenticated, state: State
     ) -> RecommendationsResponse:
         authorize(principal, body.user_id)
         return _recommend(state, body)
 
-    @app.post(f"{API}/personalization/score", response_model=ScoreResponse, response_model_exclude_none=True)
+    @app.post(
+        f"{API}/personalization/score",
+        response_model=ScoreResponse,
+        response_model_exclude_none=True,
+        responses=errors(403, 404),
+    )
     def personalization_score(body: ScoreRequest, principal: Authenticated, state: State) -> ScoreResponse:
         authorize(principal, body.user_id)
         return _score(state, body)
 
-    @app.post(f"{API}/profile/update", response_model=ProfileUpdateResponse)
+    @app.post(f"{API}/profile/update", response_model=ProfileUpdateResponse, responses=errors(403, 404))
     def profile_update(
         body: ProfileUpdateRequest, principal: Authenticated, state: State
     ) -> ProfileUpdateResponse:
         authorize(principal, body.user_id)
         return _update_profile(state, body)
 
-    @app.post(f"{API}/lora/train", response_model=TrainAccepted, status_code=202)
+    @app.post(
+        f"{API}/lora/train", response_model=TrainAccepted, status_code=202, responses=errors(403, 404, 409)
+    )
     def lora_train(body: TrainRequest, principal: Authenticated, state: State) -> TrainAccepted:
         authorize(principal, body.user_id)
-        job_id = state.submit_training(body.user_id, force=body.force)
+        try:
+            job_id = state.submit_training(body.user_id, force=body.force)
+        except InsufficientDataError as exc:
+            if exc.current_count == 0:  # no event at all: a user sona does not know (404, not 422)
+                raise UnknownUserError(body.user_id) from exc
+            raise
         return TrainAccepted(job_id=job_id, user_id=body.user_id, status="queued")
 
-    @app.get(f"{API}/lora/jobs/{{job_id}}", response_model=JobResponse)
-    def lora_job(job_id: str, principal: Authenticated, state: State) -> JobResponse:
+    @app.get(f"{API}/lora/jobs/{{job_id}}", response_model=JobResponse, responses=errors(403, 404))
+    def lora_job(
+        job_id: Annotated[Identifier, Path()], principal: Authenticated, state: State
+    ) -> JobResponse:
         owner, job = _job(state, job_id)
         authorize(principal, owner)
         return job

@@ -29,6 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving._auth import AuthError, ForbiddenError, Principal, decode_token, parse_bearer
@@ -184,10 +185,21 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def _http_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     rid = request_id(request)
     headers = dict(exc.headers or {})
     headers[REQUEST_ID_HEADER] = rid
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(_body(code, str(exc.detail), rid), status_code=exc.status_code, headers=headers)
 

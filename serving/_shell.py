@@ -9,9 +9,12 @@ constructed. The shell is mounted instead; ``__init__`` stores the real app in
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 __all__ = ["make_shell"]
 
@@ -26,6 +29,19 @@ async def _inner_lifespan(shell: FastAPI) -> AsyncIterator[None]:
         yield
 
 
+class _Shell(FastAPI):
+    def mount(self, path: str, app: ASGIApp, name: str | None = None) -> None:
+        """Mount as usual, but let the mount match any path, newlines (``%0A``) included.
+
+        Starlette's ``.*`` stops at a newline; BentoML then answers such a path itself with
+        a plain-text 404. Matched here, the inner app answers with its JSON errors.
+        """
+        super().mount(path, app, name)
+        route = self.router.routes[-1]
+        if isinstance(route, Mount):
+            route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+
+
 def make_shell() -> FastAPI:
     """A shell app without docs routes of its own (they would shadow the inner app's)."""
-    return FastAPI(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    return _Shell(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -25,8 +25,12 @@ from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, d
 from serving._errors import bearer_principal, install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._metrics import JWT_FAILURES
+from serving._openapi import document, errors
+from serving._schemas import StrictFloat, StrictInt
 from sona import Catalog, ConfigError, NotFittedError, Sona
 from sona.search import (
+    CONTENT_RATINGS,
+    DEFAULT_VARIANTS,
     MAX_PAGE_SIZE,
     Embedder,
     EnginePersonalizer,
@@ -43,12 +47,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_Year = Annotated[StrictInt, Field(ge=-9999, le=9999)]
+_Rating = StrictFloat
+_RANGE = "[from, to], inclusive; a reversed range matches nothing"
+
+
 class SearchFiltersIn(_Body):
     genres: list[str] | None = Field(default=None, max_length=64)
     blocked_genres: list[str] | None = Field(default=None, max_length=64)
-    year_range: tuple[int, int] | None = Field(default=None, description="[from, to], inclusive")
-    rating_range: tuple[float, float] | None = Field(default=None, description="[from, to], inclusive")
-    content_rating_limit: str | None = Field(default=None, max_length=16, description="e.g. PG-13")
+    year_range: tuple[_Year, _Year] | None = Field(default=None, description=_RANGE)
+    rating_range: tuple[_Rating, _Rating] | None = Field(default=None, description=_RANGE)
+    content_rating_limit: str | None = Field(
+        default=None,
+        description="Most permissive rating allowed; unrated titles fail it.",
+        json_schema_extra={"enum": list(CONTENT_RATINGS)},
+    )
     platforms: list[str] | None = Field(default=None, max_length=64)
 
     def to_domain(self) -> SearchFilters:
@@ -63,11 +76,18 @@ class SearchFiltersIn(_Body):
 
 
 class SearchRequest(_Body):
-    query: str = Field(min_length=1, max_length=512)
+    # The schema's ``pattern`` and enums state what ``SearchIndex.search`` checks (a non-blank
+    # query, a known rating, a known A/B arm of the default SearchConfig) without pydantic
+    # repeating those checks with a raw-regex message.
+    query: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": r"\S"})
     filters: SearchFiltersIn | None = None
-    page: int = Field(default=1, ge=1, le=1_000_000)
-    page_size: int = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
-    experiment_variant: str | None = Field(default=None, max_length=64)
+    page: StrictInt = Field(default=1, ge=1, le=1_000_000)
+    page_size: StrictInt = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
+    experiment_variant: str | None = Field(
+        default=None,
+        description="A/B arm of the personalization weight.",
+        json_schema_extra={"enum": [name for name, _ in DEFAULT_VARIANTS]},
+    )
 
 
 class ContentOut(BaseModel):
@@ -197,8 +217,9 @@ def create_app(
     catalog_loader: Callable[[], Catalog] | None = None,
 ) -> FastAPI:
     """The Discovery FastAPI app; unconfigured (503 until :func:`configure`) when ``index`` is None."""
-    app = FastAPI(title="sona discovery", version="1")
+    app = FastAPI(title="sona discovery", version="1", docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    document(app, docs_url="/docs")
     app.state.search_index = None
     app.state.jwt_secret = None
     app.state.catalog_loader = None
@@ -219,7 +240,7 @@ def create_app(
         )
         return SearchResponse.from_page(page)
 
-    @app.post("/api/v1/search/refresh", response_model=RefreshResponse)
+    @app.post("/api/v1/search/refresh", response_model=RefreshResponse, responses=errors(403))
     def refresh(request: Request, principal: Authenticated) -> RefreshResponse:
         """Re-read the catalog and swap in a new index (service tokens only)."""
         if SERVICE_SCOPE not in principal.scopes:

@@ -42,6 +42,7 @@ from serving import _api as sona_api
 from serving import discovery, playback
 from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
+from serving._openapi import document
 from serving._shell import make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
@@ -93,10 +94,11 @@ def compose(*apps: FastAPI, title: str = "sona", version: str = sona.__version__
         version=version,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url=API_DOCS,
+        docs_url=None,
         redoc_url=None,
     )
     install_error_handlers(app)
+    document(app, docs_url=API_DOCS)
     seen: set[tuple[str, frozenset[str]]] = set()
     for sub in apps:
         for route in sub.router.routes:

@@ -24,12 +24,12 @@ from typing import Annotated
 import bentoml
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 
 from playback_bridge import (
-    ID_PATTERN,
+    MAX_SECONDS,
     ContinueWatchingItem,
     DeliveryError,
     EventProducer,
@@ -50,15 +50,17 @@ from playback_bridge import (
 from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
 from serving._fatal import stop_on_config_error
+from serving._openapi import document, errors
 from serving._shell import make_shell
 from serving._titles import KnownTitles
-from sona import NotFoundError, Settings, UnknownContentError, load_settings
+from sona import Identifier, NotFoundError, Settings, UnknownContentError, load_settings
 
 __all__ = ["PlaybackService", "build_app", "create_app"]
 
-#: Ids as the event bridge accepts them: not blank, no control characters (PostgreSQL text cannot hold NUL).
-_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=ID_PATTERN)]
-_SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+#: Ids follow sona's one identifier rule, as the event bridge does (PostgreSQL text cannot hold NUL).
+_SessionId = Annotated[Identifier, Path()]
+#: Seconds of a title: finite, at most a week (``1e308`` is a client bug, not a film).
+_Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False, le=MAX_SECONDS)]
 
 
 async def _caller(request: Request) -> Principal:
@@ -73,17 +75,17 @@ Authenticated = Annotated[Principal, Depends(_caller)]
 class CreateSessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: _Id
-    content_id: _Id
-    device_id: _Id
-    duration_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    user_id: Identifier
+    content_id: Identifier
+    device_id: Identifier
+    duration_seconds: Annotated[_Seconds, Field(gt=0)]
     quality: Quality = Quality.AUTO
 
 
 class PositionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    position_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    position_seconds: Annotated[_Seconds, Field(ge=0)]
     playback_state: PlaybackState | None = None
 
 
@@ -169,9 +171,10 @@ def create_app(
             await producer.stop()
             await notifier.aclose()
 
-    app = FastAPI(title="sona playback", lifespan=lifespan)
+    app = FastAPI(title="sona playback", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jwt_secret = jwt_secret
     install_error_handlers(app)
+    document(app, docs_url="/docs")
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(DeliveryError, _not_delivered)
     store = SessionStore(redis, namespace=namespace)
@@ -183,7 +186,7 @@ def create_app(
         authorize(principal, session.user_id)
         return session
 
-    @app.post("/api/v1/sessions", status_code=201)
+    @app.post("/api/v1/sessions", status_code=201, responses=errors(403, 404))
     async def create_session(body: CreateSessionRequest, principal: Authenticated) -> PlaybackSession:
         authorize(principal, body.user_id)
         if known_titles is not None and body.content_id not in known_titles:
@@ -202,12 +205,14 @@ def create_app(
         )
         return session
 
-    @app.get("/api/v1/sessions/{session_id}")
+    @app.get("/api/v1/sessions/{session_id}", responses=errors(403, 404))
     async def get_session(session_id: _SessionId, principal: Authenticated) -> PlaybackSession:
         return await owned(session_id, principal)
 
     # The hot path returns pre-serialized JSON: FastAPI would validate the model again on the way out.
-    @app.patch("/api/v1/sessions/{session_id}/position", response_model=PlaybackSession)
+    @app.patch(
+        "/api/v1/sessions/{session_id}/position", response_model=PlaybackSession, responses=errors(403, 404)
+    )
     async def update_position(
         session_id: _SessionId, body: PositionRequest, principal: Authenticated
     ) -> Response:
@@ -239,7 +244,7 @@ def create_app(
         await producer.deliver(event)  # durable before the answer
         return Response(session.model_dump_json(), media_type="application/json")
 
-    @app.delete("/api/v1/sessions/{session_id}", status_code=204)
+    @app.delete("/api/v1/sessions/{session_id}", status_code=204, responses=errors(403))
     async def delete_session(session_id: _SessionId, principal: Authenticated) -> Response:
         current = await store.get(session_id)
         if current is not None:
@@ -251,16 +256,14 @@ def create_app(
                 await producer.deliver(_ended(final))  # a position update landed in between
         return Response(status_code=204)
 
-    @app.get("/api/v1/users/{user_id}/sessions")
-    async def user_sessions(
-        user_id: Annotated[str, Path(max_length=255, pattern=ID_PATTERN)], principal: Authenticated
-    ) -> UserSessions:
+    @app.get("/api/v1/users/{user_id}/sessions", responses=errors(403))
+    async def user_sessions(user_id: Annotated[Identifier, Path()], principal: Authenticated) -> UserSessions:
         authorize(principal, user_id)
         return UserSessions(user_id=user_id, sessions=await store.for_user(user_id))
 
-    @app.get("/api/v1/playback/continue-watching")
+    @app.get("/api/v1/playback/continue-watching", responses=errors(403))
     async def continue_watching(
-        user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=ID_PATTERN)],
+        user_id: Annotated[Identifier, Query()],
         principal: Authenticated,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> ContinueWatching:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         events_to_frame,
         validate_events,
     )
+    from sona.identifiers import IDENTIFIER_RULE, Identifier, identifier_problem
     from sona.profile import UserProfile
     from sona.storage import AdapterRecord, AddEventsResult, Storage, TrainingJob
 
@@ -69,6 +70,9 @@ _LAZY: dict[str, str] = {
     "events_from_records": "sona.events",
     "events_to_frame": "sona.events",
     "validate_events": "sona.events",
+    "IDENTIFIER_RULE": "sona.identifiers",
+    "Identifier": "sona.identifiers",
+    "identifier_problem": "sona.identifiers",
     "UserProfile": "sona.profile",
     "AdapterRecord": "sona.storage",
     "AddEventsResult": "sona.storage",
@@ -81,6 +85,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 __all__ = [
     "EVENT_COLUMNS",
+    "IDENTIFIER_RULE",
     "AdapterCorruptError",
     "AdapterRecord",
     "AddEventsResult",
@@ -92,6 +97,7 @@ __all__ = [
     "DatasetFormatError",
     "EnvVarError",
     "FitError",
+    "Identifier",
     "InsufficientDataError",
     "NotFittedError",
     "NotFoundError",
@@ -118,6 +124,7 @@ __all__ = [
     "evaluation",
     "events_from_records",
     "events_to_frame",
+    "identifier_problem",
     "load_settings",
     "search",
     "validate_events",

@@ -44,8 +44,8 @@ def _range(name: str, value: Sequence[float] | None) -> tuple[float, float] | No
     for v in (lo, hi):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ValidationError(name, f"bounds must be finite numbers, got {value!r}")
-    if lo > hi:
-        raise ValidationError(name, f"from ({lo}) must be <= to ({hi})")
+    # A reversed range is allowed and matches nothing (as SQL's BETWEEN 5 AND 3): an API schema
+    # cannot say "from <= to", so refusing it would reject requests the contract calls valid.
     return (float(lo), float(hi))
 
 

@@ -76,8 +76,7 @@ def test_metadata_filters_rating_content_rating_platforms(embedder: MiniLMEmbedd
     assert ids(content_rating_limit="PG-13") == {"m0", "m2"}  # unrated fails closed
     assert ids(content_rating_limit="G") == set()
     assert ids(platforms=["tv"]) == {"m0", "m1"}
-    with pytest.raises(ValidationError):
-        SearchFilters(year_range=(2000, 1990))
+    assert ids(year_range=(2000, 1990)) == set()  # reversed: valid, matches nothing
     with pytest.raises(ValidationError):
         SearchFilters(content_rating_limit="XXX")
 
