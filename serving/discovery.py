@@ -38,6 +38,7 @@ from sona.search import (
     SearchHit,
     SearchIndex,
     SearchPage,
+    readable_people,
 )
 
 __all__ = ["Discovery", "SearchRequest", "SearchResponse", "build_index", "configure", "create_app"]
@@ -96,7 +97,9 @@ class ContentOut(BaseModel):
     overview: str
     release_year: int | None
     genres: list[str]
-    people: list[str]
+    people: list[str] = Field(
+        description="Cast and crew by name; knowledge-graph ids (ml-100k's Freebase m.xxxx) are left out."
+    )
     duration_seconds: float | None
     popularity: float
 
@@ -119,7 +122,7 @@ class SearchResultOut(BaseModel):
                 overview=c.overview,
                 release_year=c.release_year,
                 genres=list(c.genres),
-                people=list(c.people),
+                people=list(readable_people(c.people)),
                 duration_seconds=c.duration_seconds,
                 popularity=c.popularity,
             ),

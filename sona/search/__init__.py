@@ -9,6 +9,7 @@ from sona.search._embedder import Embedder, MiniLMEmbedder, QueryVectorCache, en
 from sona.search._filters import CONTENT_RATINGS, SearchFilters, filter_mask
 from sona.search._fusion import minmax, top_k, weighted_rrf
 from sona.search._index import MAX_PAGE_SIZE, SearchIndex, embedding_text, keyword_text
+from sona.search._people import is_opaque_person_id, readable_people
 from sona.search._personalize import EnginePersonalizer, GenreAffinityPersonalizer, Personalizer
 from sona.search._results import Facets, SearchHit, SearchPage
 from sona.search._trigrams import TrigramIndex, char_trigrams
@@ -37,9 +38,11 @@ __all__ = [
     "encode_query",
     "filter_mask",
     "hnswlib_available",
+    "is_opaque_person_id",
     "keyword_text",
     "minilm_model_path",
     "minmax",
+    "readable_people",
     "top_k",
     "weighted_rrf",
 ]
