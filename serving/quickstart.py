@@ -12,8 +12,13 @@ Steps (each reuses what a previous run left in ``SONA_DATA_DIR``):
    event bus (``KAFKA_BROKERS`` is ignored here) and a dev JWT secret kept in
    the data dir; Redis from ``REDIS_URL`` or, if that does not answer, a
    private ``redis-server`` when one is installed;
-5. prints the URLs, a dev JWT and three ``curl`` commands, then serves until
-   Ctrl-C. ``--check`` runs the commands instead and exits (0 if all got 2xx).
+5. prints the URLs, a dev JWT, how to mint more (``sona token``) and three
+   ``curl`` commands, then serves until Ctrl-C. ``--check`` runs the commands
+   instead and exits (0 if all got 2xx).
+
+Steps 1-3 run in a child process (``--no-serve``), so the process that then
+only waits on the server never imports torch or holds the engine (hundreds
+of MB); the server loads the model itself.
 """
 
 from __future__ import annotations
@@ -33,16 +38,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from serving._auth import issue_token
-from serving._engine import find_movielens
 from serving._launch import free_port, launch
-from sona import Settings, Sona, SonaConfig, SonaError, load_settings
-from sona._adapter_run import RunCheckpoint, run_adapter_training
-from sona._datasource import TrainingData, load_training_data, looks_like_movielens
-from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore, attach_adapters
-from sona.storage import Storage
+from sona import Settings, SonaError, load_settings
+
+if TYPE_CHECKING:  # the training side's imports load torch: only prepare() pays for them
+    from sona import Sona
+    from sona._datasource import TrainingData
 
 __all__ = ["QuickstartResult", "main", "prepare"]
 
@@ -76,6 +81,9 @@ def _settings() -> Settings:
 
 
 def _data(settings: Settings, synthetic: bool) -> TrainingData:
+    from serving._engine import find_movielens
+    from sona._datasource import load_training_data, looks_like_movielens
+
     if not synthetic:
         local = settings.data_dir / "ml-100k"
         path = local if looks_like_movielens(local) else find_movielens(settings)
@@ -106,6 +114,11 @@ def _most_active(engine: Sona, n: int) -> list[str]:
 
 def prepare(*, synthetic: bool = False, adapters: int = 100, epochs: int | None = None) -> QuickstartResult:
     """Steps 1-3: model and adapters in ``SONA_DATA_DIR``, reused when already there."""
+    from sona import Sona, SonaConfig
+    from sona._adapter_run import RunCheckpoint, run_adapter_training
+    from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore, attach_adapters
+    from sona.storage import Storage
+
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = Storage(settings.database_url)
@@ -272,7 +285,41 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="serve, run the three curl commands, exit 0 if all 2xx"
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server to be ready")
+    p.add_argument("--result-json", type=Path, default=None, help=argparse.SUPPRESS)  # the child's answer
     return p
+
+
+_RESULT_FIELDS = ("user_id", "content_id", "query", "reused_model", "reused_adapters")
+
+
+def _prepare_in_child(args: argparse.Namespace) -> QuickstartResult | int:
+    """Run steps 1-3 in ``python -m serving.quickstart --no-serve``; its result, or its exit code.
+
+    The child's output goes straight to this terminal. SIGINT reaches both
+    processes from the terminal; a SIGTERM to this one is passed on, and the
+    child finishes its adapter chunk and exits 130 as it would alone.
+    """
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    answer = settings.data_dir / f".quickstart-{os.getpid()}.json"
+    cmd = [sys.executable, "-m", "serving.quickstart", "--no-serve", "--result-json", str(answer)]
+    cmd += ["--adapters", str(args.adapters)] + (["--synthetic"] if args.synthetic else [])
+    cmd += [] if args.epochs is None else ["--epochs", str(args.epochs)]
+    child = subprocess.Popen(cmd)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+        if code != 0:
+            return code
+        fields = json.loads(answer.read_text())
+    finally:
+        answer.unlink(missing_ok=True)
+    return QuickstartResult(settings=settings, jwt_secret=_jwt_secret(settings), **fields)
 
 
 def _port(host: str, wanted: int | None) -> int:
@@ -286,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
+    if not args.no_serve:
+        prepared = _prepare_in_child(args)
+        if isinstance(prepared, int):
+            return prepared
+        return _serve(args, prepared, t0)
     try:
         result = prepare(synthetic=args.synthetic, adapters=args.adapters, epochs=args.epochs)
     except SonaError as exc:
@@ -294,9 +346,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun to continue (finished adapters are kept)", file=sys.stderr)
         return 130
-    if args.no_serve:
+    if args.result_json is not None:
+        args.result_json.write_text(json.dumps({f: getattr(result, f) for f in _RESULT_FIELDS}))
+    else:
         _say(f"ready to serve after {time.perf_counter() - t0:.1f} s (--no-serve given)")
-        return 0
+    return 0
+
+
+def _serve(args: argparse.Namespace, result: QuickstartResult, t0: float) -> int:
+    """Steps 4-5, in a process that holds no model: start the gateway, print how to call it, wait."""
     settings = result.settings
     with ExitStack() as stack:
         redis_url = stack.enter_context(_redis(settings))
@@ -335,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret_file = settings.data_dir / "dev-jwt-secret"
         _say(f"dev JWT for user {result.user_id!r} (valid 24 h; secret in {secret_file}):")
         _say(f"  {token}")
+        mint = f"SONA_DEV_MODE=1 SONA_DATA_DIR={shlex.quote(str(settings.data_dir))} .venv/bin/sona token"
+        if settings.jwt_secret:
+            mint = ".venv/bin/sona token"  # the server signs with this shell's JWT_SECRET
+        _say(f"more tokens: `{mint} USER_ID` for any user, `{mint} --service` for the sona:service scope")
         _say("try (recommendations, personalized search, start a playback session):")
         for cmd in cmds:
             _say(cmd)

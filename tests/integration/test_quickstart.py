@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.conftest import ROOT, base_env
@@ -54,6 +55,37 @@ def test_quickstart_serves_and_printed_curls_return_2xx(tmp_path: Path, private_
             bodies.append(json.loads(done.stdout))
         recs, search, session = bodies
         assert len(recs["recommendations"]) == 5
+
+        # The waiting parent holds no model: no torch mapped, a small resident set.
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps
+        rss_mb = (
+            int(re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{proc.pid}/status").read_text(), re.M)[1])
+            / 1024
+        )
+        assert rss_mb < 250, f"the quickstart's parent holds {rss_mb:.0f} MB while it waits"
+
+        # The printed `sona token` command mints a service token the server accepts for another user.
+        mint = re.search(r"^more tokens: `(.+) USER_ID` for any user", out, re.M)
+        assert mint is not None, out
+        sona_cli = str(Path(sys.executable).with_name("sona"))
+        minted = subprocess.run(
+            f"{mint[1].replace('.venv/bin/sona', sona_cli)} --service",
+            shell=True,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert minted.returncode == 0, minted.stderr
+        other = httpx.post(
+            re.search(r"base URL\s+(\S+)", out)[1] + "/api/v1/recommendations",  # type: ignore[index]
+            headers={"Authorization": f"Bearer {minted.stdout.strip()}"},
+            json={"user_id": "someone-else", "limit": 3},
+            timeout=30,
+        )
+        assert other.status_code == 200, other.text
         assert search["personalized"] is True and search["results"]
         assert session["user_id"] == token.group(1) and session["playback_state"] == "playing"
 
