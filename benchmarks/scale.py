@@ -1,0 +1,404 @@
+"""How fit, adapter training and batch scoring grow with events and titles (issue 17).
+
+Every measurement runs in its own ``nice``d subprocess (so peak RSS is that
+size's alone) on synthetic data from :func:`sona.datasets.generate_synthetic`:
+
+- fit seconds and peak RSS at several event counts (users grow with events,
+  ``--events-per-user`` fixed) and at several catalog sizes with the events
+  fixed, for sona (base-model training reported apart from the whole fit),
+  implicit's ALS (if installed) and dense EASE (up to ``--ease-max-items``);
+- the fitted growth exponents: slope of log(seconds) on log(events) and on
+  log(titles);
+- ``train-adapters`` users/s in one process and as 2 concurrent shards;
+- ``recommend_batch`` for every user against the floor: the tower's user
+  embeddings times the item table plus an ``argpartition`` top-k, in numpy.
+
+sona runs ``--epochs`` epochs (default 5, not the 40 of the default config) so
+the whole script stays within minutes on a shared 2-core box; an epoch costs
+the same whatever their number, so 40 epochs cost about 8x the base-model
+seconds shown. Figures are from one run, side by side.
+
+Run: nice .venv/bin/python benchmarks/scale.py [--events 250000,1000000,3000000]
+     [--titles 5000,10000,30000] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------- children
+def _data(users: int, items: int, per_user: float, seed: int = 0):  # noqa: ANN202
+    from sona.datasets import SyntheticConfig, generate_synthetic
+
+    return generate_synthetic(
+        SyntheticConfig(n_items=items, n_users=users, events_per_user=per_user, seed=seed)
+    )
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_fit(args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    torch.set_num_threads(1)
+    catalog, events = _data(args.users, args.items, args.per_user)
+    out: dict[str, object] = {"events": len(events), "users": args.users, "items": args.items}
+    if args.model == "sona":
+        import sona
+        import sona.engine._sona as engine_module
+
+        timed: dict[str, float] = {}
+        train = engine_module.train_base_model
+
+        def timed_train(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            try:
+                return train(*a, **k)
+            finally:
+                timed["base"] = time.perf_counter() - t
+
+        engine_module.train_base_model = timed_train
+        cfg = sona.SonaConfig(epochs=args.epochs, progress=False, seed=0)
+        t0 = time.perf_counter()
+        engine = sona.Sona(catalog, cfg).fit(events)
+        out["seconds"] = time.perf_counter() - t0
+        out["base_seconds"] = timed["base"]
+        out["peak_mb"] = _peak_mb()
+        if args.recommend:
+            out.update(_recommend_vs_floor(engine))
+    elif args.model == "als":
+        import scipy.sparse as sp
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        t0 = time.perf_counter()
+        u = events["user_id"].astype("category").cat.codes.to_numpy()
+        i = catalog.index_of(events["content_id"].to_numpy())
+        m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(u.max() + 1, len(catalog)))
+        m.data[:] = 1.0
+        AlternatingLeastSquares(factors=64, iterations=15, num_threads=1, random_state=0).fit(
+            m, show_progress=False
+        )
+        out["seconds"] = time.perf_counter() - t0
+        out["peak_mb"] = _peak_mb()
+    elif args.model == "ease":
+        from sona.evaluation import EASE
+
+        t0 = time.perf_counter()
+        EASE(catalog, 300.0).fit(events)
+        out["seconds"] = time.perf_counter() - t0
+        out["peak_mb"] = _peak_mb()
+    return out
+
+
+def _recommend_vs_floor(engine) -> dict[str, float]:  # noqa: ANN001
+    """Seconds of ``recommend_batch`` for every user and of the numpy matmul + top-k floor."""
+    import torch
+
+    users = [str(u) for u in engine.users_]
+    t0 = time.perf_counter()
+    engine.recommend_batch(users, k=10, exclude_watched=True, explore=False)
+    rec_s = time.perf_counter() - t0
+    x = engine._tower_inputs_rows(np.arange(len(users)), None)
+    with torch.no_grad():
+        emb = engine.scorer_.user_embedding(torch.from_numpy(x)).numpy()
+    items = engine.scorer_.item_embeddings.detach().numpy()
+    bias = engine.scorer_.item_bias.detach().numpy()
+    t0 = time.perf_counter()
+    for lo in range(0, len(users), 1024):
+        s = emb[lo : lo + 1024] @ items.T + bias
+        np.argpartition(-s, 10, axis=1)[:, :10]
+    floor_s = time.perf_counter() - t0
+    return {"recommend_s": rec_s, "floor_s": floor_s}
+
+
+def child_adapters(args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    import sona
+    from sona._adapter_run import RunCheckpoint, Shard, run_adapter_training
+    from sona.lora import DirectoryAdapterStore
+
+    torch.set_num_threads(1)
+    engine = sona.Sona.load(args.model_dir)
+    users = Shard(args.shard, args.shards).owns([str(u) for u in engine.users_])
+    store = DirectoryAdapterStore(Path(args.work) / "adapters")
+    t0 = time.perf_counter()
+    report = run_adapter_training(
+        engine,
+        users,
+        checkpoint=RunCheckpoint(Path(args.work) / "runs", f"bench-{args.shard}-of-{args.shards}"),
+        store=store,
+        force=True,
+        progress=False,
+    )
+    return {"users": len(users), "seconds": time.perf_counter() - t0, "failed": report.failed}
+
+
+def child_prepare(args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    import sona
+
+    torch.set_num_threads(1)
+    catalog, events = _data(args.users, args.items, args.per_user)
+    sona.Sona(catalog, sona.SonaConfig(epochs=args.epochs, progress=False)).fit(events).save(args.model_dir)
+    return {"users": args.users}
+
+
+# ----------------------------------------------------------------- parent
+def _run(argv: list[str], timeout: float) -> dict[str, object] | None:
+    cmd = ["nice", "-n", "5", sys.executable, str(Path(__file__).resolve()), "--child", *argv]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        print(f"  timeout after {timeout:.0f} s: {' '.join(argv)}", flush=True)
+        return None
+    if proc.returncode != 0:
+        print(f"  failed: {' '.join(argv)}\n{proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2:
+        return math.nan
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def _cell(r: dict[str, object] | None, key: str = "seconds") -> str:
+    return "n/a" if r is None or key not in r else f"{float(r[key]):.1f}"  # type: ignore[arg-type]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", default="250000,1000000,3000000")
+    ap.add_argument("--titles", default="5000,10000,30000")
+    ap.add_argument("--events-per-user", type=float, default=50.0)
+    ap.add_argument("--title-events", type=int, default=250_000)
+    ap.add_argument("--size-items", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--ease-max-items", type=int, default=10_000)
+    ap.add_argument("--adapter-users", type=int, default=2000)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    from _report import append_section, loadavg
+
+    load0 = loadavg()
+    try:
+        import implicit  # noqa: F401
+
+        models = ["sona", "als", "ease"]
+    except ImportError:
+        models = ["sona", "ease"]
+        print("implicit is not installed: no ALS column", flush=True)
+    epu = args.events_per_user
+
+    def fit_row(events: int, items: int) -> dict[str, dict[str, object] | None]:
+        users = max(int(events / epu), 1)
+        row: dict[str, dict[str, object] | None] = {}
+        for m in models:
+            if m == "ease" and items > args.ease_max_items:
+                row[m] = None
+                continue
+            argv = ["fit", "--model", m, "--users", str(users), "--items", str(items)]
+            argv += ["--per-user", str(epu), "--epochs", str(args.epochs)]
+            if m == "sona" and events == max(int(e) for e in args.events.split(",")):
+                argv.append("--recommend")
+            row[m] = _run(argv, args.timeout)
+            print(f"  {events} events, {items} titles, {m}: {row[m]}", flush=True)
+        return row
+
+    lines = ["### Fit: growing events (titles fixed)", ""]
+    lines.append(
+        "| events | users | titles | sona fit s | sona base-model s | sona peak RSS MB | ALS s | ALS RSS MB "
+        "| EASE s | EASE RSS MB |"
+    )
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ev_x, ev_fit, ev_base, ev_als = [], [], [], []
+    rec = None
+    for e in (int(x) for x in args.events.split(",")):
+        row = fit_row(e, args.size_items)
+        s = row["sona"]
+        if s is not None:
+            ev_x.append(float(s["events"]))  # type: ignore[arg-type]
+            ev_fit.append(float(s["seconds"]))  # type: ignore[arg-type]
+            ev_base.append(float(s["base_seconds"]))  # type: ignore[arg-type]
+            if "recommend_s" in s:
+                rec = s
+        if row.get("als") is not None and s is not None:
+            ev_als.append(float(row["als"]["seconds"]))  # type: ignore[index, arg-type]
+        lines.append(
+            f"| {e} | {int(e / epu)} | {args.size_items} | {_cell(s)} | {_cell(s, 'base_seconds')} "
+            f"| {_cell(s, 'peak_mb')} | {_cell(row.get('als'))} | {_cell(row.get('als'), 'peak_mb')} "
+            f"| {_cell(row.get('ease'))} | {_cell(row.get('ease'), 'peak_mb')} |"
+        )
+    lines += ["", "### Fit: growing titles (events fixed)", ""]
+    lines.append(
+        "| titles | events | sona fit s | sona base-model s | sona peak RSS MB | ALS s | EASE s "
+        "| EASE RSS MB |"
+    )
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ti_x, ti_fit, ti_base = [], [], []
+    for n in (int(x) for x in args.titles.split(",")):
+        row = fit_row(args.title_events, n)
+        s = row["sona"]
+        if s is not None:
+            ti_x.append(float(n))
+            ti_fit.append(float(s["seconds"]))  # type: ignore[arg-type]
+            ti_base.append(float(s["base_seconds"]))  # type: ignore[arg-type]
+        lines.append(
+            f"| {n} | {args.title_events} | {_cell(s)} | {_cell(s, 'base_seconds')} | {_cell(s, 'peak_mb')} "
+            f"| {_cell(row.get('als'))} | {_cell(row.get('ease'))} | {_cell(row.get('ease'), 'peak_mb')} |"
+        )
+    lines += [
+        "",
+        "### Growth exponents (slope of log seconds)",
+        "",
+        "| | in events (goal <= 1.1) | in titles (goal <= 0.4) |",
+        "|---|---:|---:|",
+        f"| sona base-model training | {_slope(ev_x, ev_base):.2f} | {_slope(ti_x, ti_base):.2f} |",
+        f"| sona whole fit | {_slope(ev_x, ev_fit):.2f} | {_slope(ti_x, ti_fit):.2f} |",
+    ]
+    if len(ev_als) == len(ev_x):
+        lines.append(f"| implicit ALS | {_slope(ev_x, ev_als):.2f} | |")
+    if len(ti_base) >= 2:
+        lines.append(
+            f"\nTitles x{ti_x[1] / ti_x[0]:.0f} at fixed events: base-model training "
+            f"x{ti_base[1] / ti_base[0]:.2f}, whole fit x{ti_fit[1] / ti_fit[0]:.2f} (goal <= 1.3)."
+        )
+    if rec is not None:
+        rec_s, floor_s = float(rec["recommend_s"]), float(rec["floor_s"])  # type: ignore[arg-type]
+        lines += [
+            "",
+            f"recommend_batch for all {rec['users']} users (k=10, watched excluded): {rec_s:.2f} s; "
+            f"numpy floor (tower embeddings @ item table + bias, argpartition top-10): {floor_s:.2f} s; "
+            f"floor / recommend_batch = {floor_s / rec_s:.2f} (goal >= 0.8).",
+        ]
+
+    # ----------------------------------------------------------- adapters
+    with tempfile.TemporaryDirectory() as work:
+        model_dir = str(Path(work) / "model")
+        prep = _run(
+            [
+                "prepare",
+                "--users",
+                str(args.adapter_users),
+                "--items",
+                "2000",
+                "--per-user",
+                str(epu),
+                "--epochs",
+                "2",
+                "--model-dir",
+                model_dir,
+            ],
+            args.timeout,
+        )
+        if prep is not None:
+            one = _run(
+                ["adapters", "--model-dir", model_dir, "--work", str(Path(work) / "one")], args.timeout
+            )
+            t0 = time.perf_counter()
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+            procs = [
+                subprocess.Popen(
+                    [
+                        "nice",
+                        "-n",
+                        "5",
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--child",
+                        "adapters",
+                        "--model-dir",
+                        model_dir,
+                        "--work",
+                        str(Path(work) / "two"),
+                        "--shard",
+                        str(i),
+                        "--shards",
+                        "2",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                for i in range(2)
+            ]
+            outs = [p.communicate(timeout=args.timeout) for p in procs]
+            two_wall = time.perf_counter() - t0
+            shards = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs if o.strip()]
+            n_two = sum(int(r["users"]) for r in shards)
+            two_train = max((float(r["seconds"]) for r in shards), default=math.nan)
+            lines += [
+                "",
+                "### train-adapters",
+                "",
+                "| run | users | training s | users/s |",
+                "|---|---:|---:|---:|",
+            ]
+            if one is not None:
+                lines.append(
+                    f"| 1 process | {one['users']} | {float(one['seconds']):.1f} "
+                    f"| {float(one['users']) / float(one['seconds']):.1f} |"
+                )
+            lines.append(
+                f"| 2 shards as concurrent processes (slower shard) | {n_two} | {two_train:.1f} "
+                f"| {n_two / two_train:.1f} |"
+            )
+            lines.append(f"\n2 shards: {two_wall:.1f} s wall including process start and engine load.")
+    notes = [
+        f"synthetic data, {epu:g} events per user; sona {args.epochs} epochs (default config otherwise; "
+        "1 torch thread), implicit ALS 64 factors 15 iterations 1 thread, dense EASE lambda 300",
+        f"load average at start {load0}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        append_section(
+            "Scale: fit, adapters and batch scoring (benchmarks/scale.py)",
+            text,
+            notes=notes,
+            torch_threads=1,
+            load_at_start=load0,
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        cp = argparse.ArgumentParser()
+        cp.add_argument("kind")
+        cp.add_argument("--model", default="sona")
+        cp.add_argument("--users", type=int, default=1000)
+        cp.add_argument("--items", type=int, default=1000)
+        cp.add_argument("--per-user", type=float, default=50.0)
+        cp.add_argument("--epochs", type=int, default=5)
+        cp.add_argument("--recommend", action="store_true")
+        cp.add_argument("--model-dir", default="")
+        cp.add_argument("--work", default="")
+        cp.add_argument("--shard", type=int, default=0)
+        cp.add_argument("--shards", type=int, default=1)
+        a = cp.parse_args(sys.argv[2:])
+        fn = {"fit": child_fit, "adapters": child_adapters, "prepare": child_prepare}[a.kind]
+        print(json.dumps(fn(a)))
+    else:
+        main()
