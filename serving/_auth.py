@@ -22,6 +22,7 @@ __all__ = [
     "AuthError",
     "ForbiddenError",
     "Principal",
+    "TokenPolicy",
     "authorize",
     "decode_token",
     "issue_token",
@@ -64,14 +65,41 @@ class Principal:
         return SERVICE_SCOPE in self.scopes
 
 
-def decode_token(token: str, secret: str) -> Principal:
-    """Verify signature, algorithm, ``exp``/``iat`` and ``sub``; raise :class:`AuthError` otherwise."""
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What a token must satisfy beyond its signature: ``JWT_MAX_LIFETIME``, ``JWT_AUDIENCE``, ``JWT_ISSUER``.
+
+    A bounded lifetime limits what a leaked token is worth; ``aud``/``iss`` keep a
+    token minted for another service (same secret, other audience) out.
+    """
+
+    max_lifetime_seconds: int | None = None
+    audience: str | None = None
+    issuer: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenPolicy:
+        return cls(
+            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+
+
+def decode_token(token: str, secret: str, policy: TokenPolicy | None = None) -> Principal:
+    """Verify signature, algorithm, ``exp``/``iat``, ``sub`` and ``policy``; else raise :class:`AuthError`."""
+    policy = policy or TokenPolicy()
+    required = ["exp", "iat", "sub"]
+    required += ["aud"] if policy.audience else []
+    required += ["iss"] if policy.issuer else []
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=_ALGORITHMS,
-            options={"require": ["exp", "iat", "sub"]},
+            options={"require": required},
+            audience=policy.audience,
+            issuer=policy.issuer,
             leeway=LEEWAY_SECONDS,
         )
     except jwt.ExpiredSignatureError as exc:
@@ -85,12 +113,27 @@ def decode_token(token: str, secret: str) -> Principal:
         raise AuthError("bad_algorithm", "token algorithm is not HS256") from exc
     except jwt.ImmatureSignatureError as exc:
         raise AuthError("not_yet_valid", "token is not valid yet") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise AuthError("bad_audience", f"token audience is not {policy.audience!r}") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise AuthError("bad_issuer", f"token issuer is not {policy.issuer!r}") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("malformed", f"token is invalid: {exc}") from exc
+    limit = policy.max_lifetime_seconds
+    lifetime = _lifetime(claims)
+    if limit is not None and (lifetime is None or lifetime > limit):
+        raise AuthError("lifetime_too_long", f"token lifetime (exp - iat) exceeds {limit} s")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         raise AuthError("missing_sub", "token has no usable 'sub' claim")
     return Principal(user_id=sub, scopes=_scopes(claims.get("scope", "")))
+
+
+def _lifetime(claims: dict[str, object]) -> float | None:
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if isinstance(exp, int | float) and isinstance(iat, int | float):
+        return float(exp) - float(iat)
+    return None
 
 
 def _scopes(raw: object) -> frozenset[str]:

@@ -287,7 +287,8 @@ def bearer_principal(request: Request) -> Principal:
     if not secret:
         raise ConfigError("app.state.jwt_secret is not configured")
     try:
-        return decode_token(parse_bearer(request.headers.get("authorization")), secret)
+        policy = getattr(request.app.state, "jwt_policy", None)  # set by serving._limits.EdgeGuard.apply
+        return decode_token(parse_bearer(request.headers.get("authorization")), secret, policy)
     except AuthError as exc:
         JWT_FAILURES.labels(reason=exc.reason).inc()
         raise

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, decode_token, parse_bearer
 from serving._errors import bearer_principal, install_error_handlers
 from serving._fatal import stop_on_config_error
+from serving._limits import guard
 from serving._metrics import JWT_FAILURES
 from serving._openapi import document, errors
 from serving._schemas import StrictFloat, StrictInt
@@ -182,7 +183,7 @@ def optional_principal(request: Request) -> Principal | None:
     if not secret:
         raise ConfigError("app.state.jwt_secret is not configured")
     try:
-        return decode_token(parse_bearer(header), secret)
+        return decode_token(parse_bearer(header), secret, getattr(request.app.state, "jwt_policy", None))
     except AuthError as exc:
         JWT_FAILURES.labels(reason=exc.reason).inc()
         raise
@@ -270,6 +271,9 @@ def build_index(embedder: Embedder, catalog: Catalog, engine: Sona | None) -> Se
     return SearchIndex(embedder, personalizer=personalizer).fit(catalog)
 
 
+_edge = guard(app)
+
+
 @bentoml.service(name="sona-discovery", traffic={"timeout": 10})
 @bentoml.asgi_app(app, path="/")
 class Discovery:
@@ -292,12 +296,9 @@ class Discovery:
         # One pool for the service's life: every refresh reads the catalog through it.
         self.storage = Storage.from_settings(settings)
         self.index = build_index(MiniLMEmbedder(), self.storage.load_catalog(), engine)
-        configure(
-            app,
-            index=self.index,
-            jwt_secret=resolve_jwt_secret(settings),
-            catalog_loader=self.storage.load_catalog,
-        )
+        secret = resolve_jwt_secret(settings)
+        configure(app, index=self.index, jwt_secret=secret, catalog_loader=self.storage.load_catalog)
+        _edge.apply(settings, secret, app)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:

@@ -42,6 +42,7 @@ from serving import _api as sona_api
 from serving import discovery, playback
 from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
+from serving._limits import guard
 from serving._openapi import document
 from serving._shell import make_shell
 from serving._state import ServiceState, build_state
@@ -183,6 +184,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
 
 
 _shell = make_shell()
+_edge = guard(_shell)
 
 
 @bentoml.service(name="sona-gateway", traffic={"timeout": 60})  # workers: sona serve --workers
@@ -192,7 +194,9 @@ class Gateway:
 
     def __init__(self) -> None:
         with stop_on_config_error():
-            self.parts = build_gateway(load_settings())
+            settings = load_settings()
+            self.parts = build_gateway(settings)
+        _edge.apply(settings, self.parts.state.jwt_secret, self.parts.app)
         gc.freeze()  # the start-up heap is permanent; keep full GC passes off the request path
         _shell.state.inner = self.parts.app
         _shell.mount("/", self.parts.app)

@@ -50,6 +50,7 @@ from playback_bridge import (
 from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
 from serving._fatal import stop_on_config_error
+from serving._limits import guard
 from serving._openapi import document, errors
 from serving._shell import make_shell
 from serving._titles import KnownTitles
@@ -306,6 +307,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 _shell = make_shell()
+_edge = guard(_shell)
 
 
 @bentoml.service(name="playback", traffic={"timeout": 10})
@@ -315,6 +317,8 @@ class PlaybackService:
 
     def __init__(self) -> None:
         with stop_on_config_error():
-            self.app = build_app(load_settings())
+            settings = load_settings()
+            self.app = build_app(settings)
+        _edge.apply(settings, self.app.state.jwt_secret, self.app)
         _shell.state.inner = self.app
         _shell.mount("/", self.app)

@@ -23,12 +23,14 @@ import bentoml  # noqa: E402
 
 from serving._api import attach_state, create_app
 from serving._fatal import stop_on_config_error
+from serving._limits import guard
 from serving._state import ServiceState, build_state
 from sona import load_settings
 
 __all__ = ["SonaService", "app"]
 
 app = create_app()
+_edge = guard(app)
 
 
 @bentoml.service(name="sona", traffic={"timeout": 60})
@@ -38,7 +40,9 @@ class SonaService:
 
     def __init__(self) -> None:
         with stop_on_config_error():
-            self.state: ServiceState = build_state(load_settings())
+            settings = load_settings()
+            self.state: ServiceState = build_state(settings)
+        _edge.apply(settings, self.state.jwt_secret, app)
         attach_state(app, self.state)
         # The start-up heap (modules, the engine) is permanent: keep full GC passes off it,
         # or each one costs the request that triggers it tens of milliseconds.

@@ -21,6 +21,14 @@ JOB_COMPLETION_INDEX   this pod's index in a Kubernetes        unset (``train-ad
                        Indexed Job: the adapter shard it runs  runs unsharded)
 SONA_SHARDS            how many shards ``train-adapters``      unset
                        splits users into (with the index)
+SONA_MAX_BODY_BYTES    largest request body, else 413          ``1000000``
+SONA_MAX_HEADER_BYTES  largest request headers, else 431       ``16384``
+SONA_RATE_LIMIT        requests per caller and window, else    ``6000`` (``0``: off)
+                       429 (counted in Redis if REDIS_URL set)
+SONA_RATE_WINDOW       the rate window in seconds              ``60``
+JWT_MAX_LIFETIME       longest accepted ``exp - iat``, seconds ``86400``
+JWT_AUDIENCE           required ``aud`` claim                  unset → not checked
+JWT_ISSUER             required ``iss`` claim                  unset → not checked
 =====================  ======================================  ==========================
 
 A present but invalid value raises :class:`~sona.errors.EnvVarError` naming the
@@ -59,6 +67,15 @@ class Settings:
     dev_mode: bool = False
     model_dir: Path | None = None
     movielens_dir: Path | None = None
+    max_body_bytes: int = 1_000_000
+    max_header_bytes: int = 16_384
+    rate_limit: int = 6_000
+    rate_window_seconds: int = 60
+    #: REDIS_URL was set: rate counts are shared by every replica through Redis.
+    rate_limit_shared: bool = False
+    jwt_max_lifetime_seconds: int = 86_400
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     shard_index: int | None = None
     shard_count: int | None = None
 
@@ -100,6 +117,15 @@ def _count(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
     raw = (env.get(name) or "").strip()
     if not raw:
         return None
+    if not raw.isdigit() or int(raw) < minimum:
+        raise EnvVarError(name, f"expected an integer >= {minimum}, got {raw!r}")
+    return int(raw)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
     if not raw.isdigit() or int(raw) < minimum:
         raise EnvVarError(name, f"expected an integer >= {minimum}, got {raw!r}")
     return int(raw)
@@ -152,6 +178,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dev_mode=_bool(env, "SONA_DEV_MODE", False),
         model_dir=Path(model_dir).expanduser() if model_dir else None,
         movielens_dir=Path(movielens).expanduser() if movielens else None,
+        max_body_bytes=_int(env, "SONA_MAX_BODY_BYTES", 1_000_000, minimum=1),
+        max_header_bytes=_int(env, "SONA_MAX_HEADER_BYTES", 16_384, minimum=1024),
+        rate_limit=_int(env, "SONA_RATE_LIMIT", 6_000, minimum=0),
+        rate_window_seconds=_int(env, "SONA_RATE_WINDOW", 60, minimum=1),
+        rate_limit_shared=bool((env.get("REDIS_URL") or "").strip()),
+        jwt_max_lifetime_seconds=_int(env, "JWT_MAX_LIFETIME", 86_400, minimum=1),
+        jwt_audience=(env.get("JWT_AUDIENCE") or "").strip() or None,
+        jwt_issuer=(env.get("JWT_ISSUER") or "").strip() or None,
         shard_index=shard_index,
         shard_count=shard_count,
     )

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from serving._api import create_app
-from serving._auth import issue_token
+from serving._auth import TokenPolicy, issue_token
 
 SECRET = "test-secret-0123456789abcdef0123"
 ENDPOINTS = [
@@ -171,3 +171,28 @@ def test_metrics_count_requests_and_jwt_failures(client: TestClient) -> None:
     assert value("sona_jwt_failures_total", {"reason": "expired"}) == before + 1
     after_req = value("sona_http_requests_total", {"endpoint": "/api/v1/recommendations", "status": "401"})
     assert after_req == before_req + 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"aud": "other-service", "iss": "gateway"}, "bad_audience"),
+        ({"aud": "sona", "iss": "someone-else"}, "bad_issuer"),
+        ({"iss": "gateway"}, "missing_claim"),
+        ({"aud": "sona", "iss": "gateway", "exp_in": 3 * 3600}, "lifetime_too_long"),
+    ],
+)
+def test_audience_issuer_and_lifetime_are_checked_when_configured(
+    client: TestClient, extra: dict[str, object], reason: str
+) -> None:
+    client.app.state.jwt_policy = TokenPolicy(max_lifetime_seconds=3600, audience="sona", issuer="gateway")  # type: ignore[attr-defined]
+    now = int(time.time())
+    claims = {"sub": "u1", "iat": now, "exp": now + int(extra.pop("exp_in", 600)), **extra}  # type: ignore[call-overload]
+    r = client.post(
+        "/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": _hs256(claims)}
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["reason"] == reason
+    good = _hs256({"sub": "u1", "iat": now, "exp": now + 600, "aud": "sona", "iss": "gateway"})
+    ok = client.post("/api/v1/recommendations", json={"user_id": "u1"}, headers={"Authorization": good})
+    assert ok.status_code == 503, ok.text  # authenticated; the app has no engine yet

@@ -34,12 +34,15 @@ from tests.serving.conftest import SECRET, FittedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 12
+MAX_BODY = 65_536
+RATE_LIMIT = 40
 
 
 @dataclass(frozen=True)
 class Server:
     base: str
     shared_home: Path
+    redis_url: str
     user: str
     title: str
     sync_hits: list[str]
@@ -114,6 +117,10 @@ def server(
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
         "SYNC_SERVICE_URL": f"http://127.0.0.1:{sync.server_address[1]}",
         "JWT_SECRET": SECRET,
+        "SONA_MAX_BODY_BYTES": str(MAX_BODY),
+        "SONA_MAX_HEADER_BYTES": "8192",
+        "SONA_RATE_LIMIT": str(RATE_LIMIT),
+        "SONA_RATE_WINDOW": "60",
         "BENTOML_HOME": str(shared_home),
         "BENTOML_DO_NOT_TRACK": "True",
         "HF_HUB_OFFLINE": "1",
@@ -140,7 +147,14 @@ def server(
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        yield Server(base=base, shared_home=shared_home, user=user, title=title, sync_hits=_Sync.hits)
+        yield Server(
+            base=base,
+            shared_home=shared_home,
+            redis_url=env["REDIS_URL"],
+            user=user,
+            title=title,
+            sync_hits=_Sync.hits,
+        )
     finally:
         os.killpg(proc.pid, 15)
         try:
@@ -237,3 +251,75 @@ def test_sync_latency_moves_on_the_servers_metrics(server: Server) -> None:
         assert time.monotonic() < deadline, "sync latency histogram did not move"
         time.sleep(0.2)
     assert server.sync_hits
+
+
+@pytest.mark.slow
+def test_oversized_bodies_are_413_before_auth_without_being_read(server: Server) -> None:
+    url = f"{server.base}/api/v1/recommendations"
+    big = b'{"user_id": "' + b"x" * (4 * MAX_BODY) + b'"}'
+    declared = httpx.post(url, content=big, headers={"Content-Type": "application/json"}, timeout=30)
+    assert declared.status_code == 413, declared.text  # not 401: refused before the token is looked at
+    assert declared.json()["error"] == "payload_too_large" and declared.json()["request_id"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it streams
+        yield b'{"user_id": "'
+        for _ in range(64):
+            yield b"x" * 16_384
+        yield b'"}'
+
+    streamed = httpx.post(url, content=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
+    assert streamed.status_code == 413, streamed.text
+    small = httpx.post(url, json={"user_id": server.user, "limit": 3}, headers=server.headers(), timeout=30)
+    assert small.status_code == 200, small.text
+
+
+@pytest.mark.slow
+def test_oversized_headers_are_431(server: Server) -> None:
+    r = httpx.get(f"{server.base}/api/v1/users/u/sessions", headers={"X-Pad": "p" * 12_000}, timeout=30)
+    assert r.status_code == 431, r.text
+    assert r.json()["error"] == "headers_too_large"
+
+
+@pytest.mark.slow
+def test_a_token_living_longer_than_the_maximum_is_401(server: Server) -> None:
+    before = _metric(server, "sona_jwt_failures_total", 'reason="lifetime_too_long"')
+    token = issue_token(server.user, SECRET, ttl_seconds=3 * 86_400)  # default maximum: one day
+    r = httpx.post(
+        f"{server.base}/api/v1/recommendations",
+        json={"user_id": server.user},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 401 and r.json()["reason"] == "lifetime_too_long", r.text
+    assert _metric(server, "sona_jwt_failures_total", 'reason="lifetime_too_long"') == before + 1
+
+
+@pytest.mark.slow
+def test_requests_beyond_the_rate_are_429_with_retry_after_counted_in_redis(server: Server) -> None:
+    import redis
+
+    user = "rate-limited-user"
+    headers = server.headers(user)
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+        for _ in range(2 * RATE_LIMIT + 1):  # spans at most two fixed windows: at least one is refused
+            r = client.get(f"/api/v1/users/{user}/sessions")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                retry_after.append(r.headers["retry-after"])
+                assert r.json()["error"] == "rate_limited"
+    assert set(statuses) == {200, 429}, statuses
+    assert statuses.count(200) <= 2 * RATE_LIMIT
+    assert all(1 <= int(s) <= 60 for s in retry_after)
+    # Counted in Redis, so every replica of the service shares the same budget.
+    shared = redis.Redis.from_url(server.redis_url)
+    try:
+        assert shared.keys("sona:rate:*")
+    finally:
+        shared.close()
+    # Another caller still gets through.
+    other = httpx.get(
+        f"{server.base}/api/v1/users/{server.user}/sessions", headers=server.headers(), timeout=30
+    )
+    assert other.status_code == 200
