@@ -105,6 +105,7 @@ from sona.models import (
 from sona.models._calibration import sigmoid
 from sona.models._config import SonaConfig
 from sona.models._recommendation import Recommendation
+from sona.models._transitions import recent_rows, transition_weights
 from sona.profile import UserProfile
 
 __all__ = ["Context", "OnConflict", "Recommendation", "Sona", "SonaConfig"]
@@ -243,6 +244,7 @@ class Sona:
             cfg, self.catalog, tables, self.content_embeddings_, learn, w_learn, tmp.weights
         )
         self._adopt(item_state)
+        self.transitions_ = self._transitions(ev)
         self.state_ = self._profiles(ev, n_users, self.content_embeddings_)
         self.calibration_: PlattScaling | None = fit_calibration(self, frame, ev, w_event, held_out)
         self.model_id_: str = model_id_of(
@@ -254,6 +256,33 @@ class Sona:
             calibration=self.calibration_,
         )
         return self
+
+    def _qualifying(self, ev: EventArrays) -> npt.NDArray[np.bool_]:
+        cfg = self.config
+        w = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
+        return w > 0
+
+    def _transitions(self, ev: EventArrays) -> sp.csr_matrix:
+        """The sequential source's title-to-next-title weights, from the fitted events."""
+        cfg = self.config
+        return transition_weights(
+            ev.user, ev.item, ev.seconds, self._qualifying(ev), len(self.catalog),
+            window=cfg.sequence_window, decay=cfg.sequence_decay,
+        )  # fmt: skip
+
+    def _recent(self, events: pd.DataFrame, user_ids: Sequence[str]) -> sp.csr_matrix:
+        """(len(user_ids), n_items) each user's last titles in ``events``, weighted by recency."""
+        cfg = self.config
+        ids = np.asarray([str(u) for u in user_ids], dtype=object)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        pos = pd.Index(uniq, dtype=object).get_indexer(events["user_id"].astype(str))
+        ev = events.loc[pos >= 0]
+        arrays = event_arrays(ev, pos[pos >= 0], self.catalog.index_of(ev["content_id"].to_numpy()))
+        rows = recent_rows(
+            arrays.user, arrays.item, arrays.seconds, self._qualifying(arrays),
+            (len(uniq), len(self.catalog)), last=cfg.sequence_last, decay=cfg.sequence_decay,
+        )  # fmt: skip
+        return rows[inverse.ravel()].tocsr()
 
     def _adopt(self, state: Any) -> None:
         """Set each field of a state dataclass as the learned attribute ``<field>_``."""
@@ -487,6 +516,7 @@ class Sona:
                 genre_affinity=st.genre_affinity.astype(np.float32),
                 interactions=st.weights,
                 weights=self._fusion_weights(),
+                recent=self._recent(ev, users) if self.config.w_sequential else None,
             )
             scores = fz.block.add_(torch.from_numpy(fz.offset.astype(np.float32))[:, None])
         return TrainingView(
@@ -543,7 +573,8 @@ class Sona:
     def _item_tables(self) -> ItemTables:
         """Item-side fusion state, rebuilt whenever a learned table it derives from was replaced or edited."""
         sc = self.scorer_
-        parts = (sc, self.collab_, self.content_unit_, self.genre_mean_matrix_, self.graph_)
+        sequential = self.__dict__.get("transitions_")
+        parts = (sc, self.collab_, self.content_unit_, self.genre_mean_matrix_, self.graph_, sequential)
         key = (
             *(id(p) for p in parts),
             id(self.popularity_),
@@ -563,6 +594,7 @@ class Sona:
             trending=self.trending_,
             collaborative=self.collab_,
             graph=self.graph_,
+            sequential=sequential,
         )
         self.__dict__["_fusion_"] = (key, tables)
         return tables
@@ -578,6 +610,7 @@ class Sona:
             popularity=c.w_popularity,
             trending=c.w_trending,
             context=c.w_context,
+            sequential=c.w_sequential,
         )
 
     def _fuse(
@@ -606,6 +639,9 @@ class Sona:
         genre = st.genre_affinity[r]
         if not known.all():  # unknown users: no taste yet, so zero preference and uniform genres
             genre = np.where(known[:, None], genre, np.float32(1.0 / max(genre.shape[1], 1)))
+        recent = None
+        if cfg.w_sequential:  # the last titles come from the event log, so observe() needs no extra state
+            recent = self._recent(self._log().for_users([str(u) for u in user_ids]), user_ids)
         return self._item_tables().fuse(
             tower_user=tower.base,
             preference=np.where(known[:, None], st.preference[r], 0.0).astype(np.float32),
@@ -616,6 +652,7 @@ class Sona:
             adapted=tower.adapted,
             base_logits=tower.base_logits,
             context=ctx,
+            recent=recent,
             detail=detail,
             out=out,
         )
@@ -975,5 +1012,6 @@ class Sona:
         engine.state_ = engine._profiles(ev, len(users), engine.content_embeddings_)
         engine._adopt(loaded_item_state(saved.config, catalog, saved.content_embeddings, saved.arrays))
         engine.calibration_ = saved.calibration
+        engine.transitions_ = engine._transitions(ev)
         engine.model_id_ = saved.model_id or ""
         return engine

@@ -120,6 +120,7 @@ class _Sequential(_Baseline):
         weight_decay: float,
         max_seconds: float | None,
         seed: int,
+        threads: int,
         min_completion: float,
     ) -> None:
         super().__init__(catalog, min_completion=min_completion)
@@ -132,7 +133,7 @@ class _Sequential(_Baseline):
             raise ConfigError(f"{type(self).__name__} lr must be > 0, got {lr!r}")
         self.dim, self.max_len, self.dropout, self.lr = dim, max_len, dropout, lr
         self.epochs, self.batch_size, self.weight_decay = epochs, batch_size, weight_decay
-        self.max_seconds, self.seed = max_seconds, seed
+        self.max_seconds, self.seed, self.threads = max_seconds, seed, threads
         self.on_epoch: Callable[[int], None] | None = None
 
     def _net(self) -> nn.Module:
@@ -174,6 +175,15 @@ class _Sequential(_Baseline):
 
     def _fit_items(self) -> None:
         windows = self._windows(self._sequences())
+        # small tensors: extra intra-op threads mostly spin on a busy machine (as in the engine's fit)
+        prev = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            self._train(windows)
+        finally:
+            torch.set_num_threads(prev)
+
+    def _train(self, windows: torch.Tensor) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
@@ -240,6 +250,8 @@ class SASRec(_Sequential):
         Titles of history the model attends to (longer histories are cut into windows).
     dropout, lr, weight_decay, epochs, batch_size
         Training (Adam); ``max_seconds`` stops after the epoch that crosses it.
+    threads
+        torch threads while training (restored afterwards).
     """
 
     def __init__(
@@ -257,11 +269,13 @@ class SASRec(_Sequential):
         batch_size: int = 128,
         max_seconds: float | None = None,
         seed: int = 0,
+        threads: int = 1,
         min_completion: float = 0.3,
     ) -> None:
         super().__init__(
             catalog, dim=dim, max_len=max_len, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
-            weight_decay=weight_decay, max_seconds=max_seconds, seed=seed, min_completion=min_completion,
+            weight_decay=weight_decay, max_seconds=max_seconds, seed=seed, threads=threads,
+            min_completion=min_completion,
         )  # fmt: skip
         if blocks < 1 or heads < 1 or dim % heads:
             raise ConfigError(f"SASRec needs blocks >= 1 and heads dividing dim, got {blocks=}, {heads=}")
@@ -278,7 +292,7 @@ class GRU4Rec(_Sequential):
     ----------
     dim, hidden, layers
         Embedding size, GRU width and depth.
-    max_len, dropout, lr, weight_decay, epochs, batch_size, max_seconds
+    max_len, dropout, lr, weight_decay, epochs, batch_size, max_seconds, threads
         As for :class:`SASRec`.
     """
 
@@ -297,11 +311,13 @@ class GRU4Rec(_Sequential):
         batch_size: int = 128,
         max_seconds: float | None = None,
         seed: int = 0,
+        threads: int = 1,
         min_completion: float = 0.3,
     ) -> None:
         super().__init__(
             catalog, dim=dim, max_len=max_len, dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size,
-            weight_decay=weight_decay, max_seconds=max_seconds, seed=seed, min_completion=min_completion,
+            weight_decay=weight_decay, max_seconds=max_seconds, seed=seed, threads=threads,
+            min_completion=min_completion,
         )  # fmt: skip
         if hidden < 1 or layers < 1:
             raise ConfigError(f"GRU4Rec needs hidden >= 1 and layers >= 1, got {hidden=}, {layers=}")

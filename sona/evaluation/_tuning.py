@@ -12,7 +12,9 @@ Stages, each on the same split:
 1. the collaborative source's L2 strength (EASE ``lambda``), by the EASE
    baseline alone (cheap, no engine fit);
 2. for each tower candidate (training epochs) one engine fit, then the
-   fusion weights by a grid over ``reweighted`` copies (no refit);
+   fusion weights by coordinate ascent over ``reweighted`` copies (no
+   refit): each weight in turn takes its best value with the others fixed,
+   until a round changes nothing (at most ``rounds`` rounds);
 3. the adapters' loss settings (target fraction, shrinkage) on the chosen
    engine. The library default is kept unless a candidate beats it overall
    by more than one paired standard error *and* loses no activity bucket by
@@ -23,7 +25,6 @@ Calibration is switched off for the tuning fits (it never changes a ranking).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +53,7 @@ _WEIGHTS = {
     "w_content": (0.0, 0.2, 0.5),
     "w_genre": (0.0, 0.2),
     "w_popularity": (0.0, 0.3),
+    "w_sequential": (0.0, 0.5, 1.0, 2.0),
 }
 _ADAPTERS = ((0.3, 0.25), (0.3, 0.5), (0.5, 0.25), (0.3, 0.1))  # (target_fraction, shrinkage)
 
@@ -101,6 +103,7 @@ def tune(
     tower_epochs: Sequence[int] | None = None,
     weights: dict[str, Sequence[float]] | None = None,
     adapters: bool = True,
+    rounds: int = 3,
 ) -> TuningResult:
     """Pick ``ease_lambda``, the tower's epochs, the fusion weights and the adapters' settings on validation.
 
@@ -117,8 +120,9 @@ def tune(
         Training epochs of the base model to try (default: ``config.epochs`` only,
         one engine fit; each extra candidate costs one fit).
     weights
-        Grid of fusion weights, ``{"w_tower": (...), ...}``; every combination is
-        scored on one fitted engine (default: tower, content, genre, popularity).
+        Candidate values per fusion weight, ``{"w_tower": (...), ...}``, searched by
+        coordinate ascent on one fitted engine (default: tower, content, genre,
+        popularity and the sequential source).
     adapters
         Also choose the adapters' target fraction and shrinkage (needs ``sona.lora``).
 
@@ -150,17 +154,14 @@ def tune(
     lam = max(lam_scores, key=lam_scores.__getitem__)
     cfg = replace(cfg, ease_lambda=lam)
 
-    names = list(grid)
     best: tuple[float, SonaConfig, Sona] | None = None
     for epochs in tower_epochs or (cfg.epochs,):
         fit_cfg = replace(cfg, epochs=int(epochs), calibration="off", progress=False)
         engine = Sona(catalog, fit_cfg).fit(fit)
-        for combo in itertools.product(*(grid[n] for n in names)):
-            w = dict(zip(names, combo, strict=True))
-            v = evaluate(engine.reweighted(**w), held, k)["ndcg"]
-            trials.append({"stage": "fusion", "params": f"epochs={epochs}, {_text(w)}", "ndcg": v})
-            if best is None or v > best[0]:
-                best = (v, replace(cfg, epochs=int(epochs), **w), engine.reweighted(**w))
+        start = {n: float(getattr(cfg, n)) for n in grid}
+        top, current = _ascend(engine, grid, start, held, k, rounds, trials, f"epochs={epochs}")
+        if best is None or top > best[0]:
+            best = (top, replace(cfg, epochs=int(epochs), **current), engine.reweighted(**current))
     assert best is not None
     cfg, engine = best[1], best[2]
 
@@ -168,6 +169,41 @@ def tune(
     if adapters:
         adapter_cfg = _tune_adapters(engine, fit, held, k, trials)
     return TuningResult(config=cfg, adapter_config=adapter_cfg, trials=pd.DataFrame(trials))
+
+
+def _ascend(
+    engine: Sona,
+    grid: dict[str, Sequence[float]],
+    start: dict[str, float],
+    held: pd.DataFrame,
+    k: int,
+    rounds: int,
+    trials: list[dict[str, object]],
+    label: str,
+) -> tuple[float, dict[str, float]]:
+    """Coordinate ascent of validation NDCG@k over the fusion weights of one fitted engine."""
+    seen: dict[tuple[float, ...], float] = {}
+
+    def score(w: dict[str, float]) -> float:
+        key = tuple(w[n] for n in grid)
+        if key not in seen:
+            seen[key] = evaluate(engine.reweighted(**w), held, k)["ndcg"]
+            trials.append({"stage": "fusion", "params": f"{label}, {_text(w)}", "ndcg": seen[key]})
+        return seen[key]
+
+    current = dict(start)
+    top = score(current)
+    for _ in range(rounds):
+        changed = False
+        for n in grid:
+            for v in grid[n]:
+                cand = {**current, n: float(v)}
+                got = score(cand)
+                if got > top:
+                    top, current, changed = got, cand, True
+        if not changed:
+            break
+    return top, current
 
 
 def _text(w: dict[str, float]) -> str:

@@ -7,7 +7,7 @@ variance over all titles then follow from the table's column mean ``m`` and
 covariance ``S`` (precomputed once): ``mu = v·m`` and ``var = vᵀ S v``. So the
 whole weighted sum of z-scores is one GEMM of stacked, pre-scaled user vectors
 against the stacked item tables, plus a per-user constant that never changes a
-ranking (kept aside as ``offset``). Item-item sources (collaborative, graph)
+ranking (kept aside as ``offset``). Item-item sources (collaborative, graph, sequential)
 are materialized row-wise from the sparse interaction rows, standardized and
 used as the GEMM's accumulator. The numbers equal standardizing every dense
 (users × titles) block, up to float rounding, at a fraction of the memory traffic.
@@ -42,6 +42,7 @@ class FusionWeights:
     popularity: float = 0.0
     trending: float = 0.0
     context: float = 0.0
+    sequential: float = 0.0
 
 
 @dataclass(slots=True)
@@ -109,6 +110,9 @@ class ItemTables:
         (n,) item priors added unstandardized.
     collaborative, graph
         Item-item matrices (dense or CSR; graph may be None).
+    sequential
+        (n, n) CSR title-to-next-title weights (``sona.models.transition_weights``), applied
+        to each user's recent titles (``fuse(recent=...)``); None leaves the source out.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class ItemTables:
         trending: npt.NDArray[np.float32],
         collaborative: npt.NDArray[np.float32] | sp.csr_matrix,
         graph: sp.csr_matrix | None,
+        sequential: sp.csr_matrix | None = None,
     ) -> None:
         self.n_items = len(tower_bias)
         self.tables = {
@@ -135,6 +140,7 @@ class ItemTables:
         }
         self.collaborative = collaborative
         self.graph = graph
+        self.sequential = sequential
         self._stacked: dict[tuple[str, ...], torch.Tensor] = {}
 
     def stacked(self, names: tuple[str, ...]) -> torch.Tensor:
@@ -158,6 +164,7 @@ class ItemTables:
         adapted: torch.Tensor | None = None,
         base_logits: torch.Tensor | None = None,
         context: npt.NDArray[np.float32] | None = None,
+        recent: sp.csr_matrix | None = None,
         detail: bool = False,
         out: torch.Tensor | None = None,
     ) -> FusedBatch:
@@ -183,6 +190,9 @@ class ItemTables:
             without an adapter score bit for bit as with no adapters at all.
         context
             (n_items,) request-context prior, or None.
+        recent
+            (b, n_items) CSR of each user's last titles, weighted by recency (the
+            sequential source's input); None skips that source.
         detail
             Keep what :meth:`FusedBatch.parts_at` needs to split scores by source.
         out
@@ -221,13 +231,14 @@ class ItemTables:
 
         sparse_raw: dict[str, torch.Tensor] = {}
         block: torch.Tensor | None = None
-        for name, mat, wt in (
-            ("collaborative", self.collaborative, w.collaborative),
-            ("graph", self.graph, w.graph),
+        for name, rows_in, mat, wt in (
+            ("collaborative", interactions, self.collaborative, w.collaborative),
+            ("graph", interactions, self.graph, w.graph),
+            ("sequential", recent, self.sequential, w.sequential),
         ):
-            if not wt or mat is None:
+            if not wt or mat is None or rows_in is None:
                 continue
-            raw = _item_item_rows(interactions, mat, out[:b] if out is not None and block is None else None)
+            raw = _item_item_rows(rows_in, mat, out[:b] if out is not None and block is None else None)
             mu, sd = _row_stats(raw)
             a = wt / np.maximum(sd, _EPS)
             scale[name], mean[name] = a, mu
@@ -341,6 +352,9 @@ class FusedBatch:
 
         if "collaborative" in self.scale:
             out["collaborative"] = sparse("collaborative")
+        if "sequential" in self.scale:  # item-item co-viewing too: explained as collaborative
+            seq = sparse("sequential")
+            out["collaborative"] = out["collaborative"] + seq if "collaborative" in out else seq
         tower = dense("tower")
         out["tower"] = tower
         if _ADAPTED in self.scale:
