@@ -17,14 +17,15 @@ import scipy.sparse as sp
 
 from sona.catalog import Catalog
 from sona.features import EventArrays, cold_start_order, l2_normalize, people_similarity, popularity_scores
-from sona.models import BaseModelParams, ease_weights, itemknn_weights
-from sona.models._config import SonaConfig
+from sona.models import BaseModelParams, ease_weights, itemknn_weights, sparse_ease_weights
+from sona.models._config import CollaborativeKind, SonaConfig
 
 __all__ = [
     "CatalogTables",
     "ItemState",
     "base_params",
     "catalog_tables",
+    "collaborative_kind",
     "event_arrays",
     "fit_item_state",
     "loaded_item_state",
@@ -48,6 +49,7 @@ class ItemState:
 
     content_unit: npt.NDArray[np.float32]  # L2-normalized content embeddings
     collab: npt.NDArray[np.float32] | sp.csr_matrix  # item-item weights
+    collab_kind: CollaborativeKind  # which model made them: "ease", "sparse_ease" or "itemknn"
     graph: sp.csr_matrix | None  # shared-people similarity
     popularity: npt.NDArray[np.float32]
     trending: npt.NDArray[np.float32]
@@ -114,6 +116,14 @@ def _cold_rank(cold_order: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     return rank
 
 
+def collaborative_kind(cfg: SonaConfig, n_items: int) -> CollaborativeKind:
+    """The item-item model ``cfg.collaborative`` names; ``"auto"``: dense EASE within its memory budget."""
+    if cfg.collaborative != "auto":
+        return cfg.collaborative
+    dense_mb = n_items * n_items * 4 / 2**20  # float32 weights, held by every serving process
+    return "ease" if dense_mb <= cfg.ease_dense_max_mb else "sparse_ease"
+
+
 def fit_item_state(
     cfg: SonaConfig,
     catalog: Catalog,
@@ -123,24 +133,24 @@ def fit_item_state(
     w_event: npt.NDArray[np.float32],
     weights: sp.csr_matrix,
 ) -> ItemState:
-    """Item-item weights (EASE or ItemKNN on binarized ``weights``), graph, priors and the cold-start list."""
+    """Item-item weights (EASE, sparse EASE or ItemKNN on binarized ``weights``), priors, cold start."""
     n_items = len(catalog)
     binary = weights.copy()
     binary.data[:] = 1.0
-    kind = cfg.collaborative
-    if kind == "auto":
-        kind = "ease" if n_items <= cfg.dense_collab_max_items else "itemknn"
-    collab = (
-        ease_weights(binary, cfg.ease_lambda)
-        if kind == "ease"
-        else itemknn_weights(binary, neighbors=cfg.knn_neighbors)
-    )
+    kind = collaborative_kind(cfg, n_items)
+    if kind == "ease":
+        collab: npt.NDArray[np.float32] | sp.csr_matrix = ease_weights(binary, cfg.ease_lambda)
+    elif kind == "sparse_ease":
+        collab = sparse_ease_weights(binary, cfg.ease_lambda, neighbors=cfg.ease_neighbors)
+    else:
+        collab = itemknn_weights(binary, neighbors=cfg.knn_neighbors)
     popularity = popularity_scores(ev.item, w_event, n_items)
     recent = ev.seconds >= ev.seconds.max() - cfg.trending_days * 86400.0
     cold_order = cold_start_order(popularity, tables.genre_matrix)
     return ItemState(
         content_unit=l2_normalize(content_embeddings),
         collab=collab,
+        collab_kind=kind,
         graph=people_similarity(catalog, min_count=cfg.people_min_count),
         popularity=popularity,
         trending=popularity_scores(ev.item[recent], w_event[recent], n_items),
@@ -164,6 +174,7 @@ def loaded_item_state(
     return ItemState(
         content_unit=l2_normalize(content_embeddings),
         collab=collab,
+        collab_kind=collaborative_kind(cfg, n_items),
         graph=people_similarity(catalog, min_count=cfg.people_min_count),
         popularity=model["popularity"],
         trending=model["trending"],

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from sona.models._base_model import BaseModelParams, TrainedBase, train_base_model
     from sona.models._calibration import PlattScaling, fit_platt
     from sona.models._fusion import FusedBatch, FusionWeights, ItemTables, TrainingView
-    from sona.models._item_item import ease_weights, itemknn_weights
+    from sona.models._item_item import ease_weights, itemknn_weights, sparse_ease_weights
     from sona.models._ranking import (
         explore_mask,
         explore_picks,
@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     "TrainingView": "sona.models._fusion",
     "ease_weights": "sona.models._item_item",
     "itemknn_weights": "sona.models._item_item",
+    "sparse_ease_weights": "sona.models._item_item",
     "explore_mask": "sona.models._ranking",
     "explore_picks": "sona.models._ranking",
     "mask_rows": "sona.models._ranking",
@@ -69,6 +70,7 @@ __all__ = [
     "mask_rows",
     "mmr_rerank",
     "select_top",
+    "sparse_ease_weights",
     "standardize_rows",
     "topk_rows",
     "train_base_model",

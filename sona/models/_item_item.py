@@ -1,6 +1,6 @@
-"""Item-item collaborative weights: EASE and cosine ItemKNN (numpy / scipy).
+"""Item-item collaborative weights: EASE (dense or sparse) and cosine ItemKNN (numpy / scipy).
 
-Both return an (n_items, n_items) matrix ``B`` such that a user's scores are
+All return an (n_items, n_items) matrix ``B`` such that a user's scores are
 ``x_u @ B`` for the user's interaction row ``x_u``; that makes them usable both
 as baselines and as the engine's collaborative candidate source, and lets new
 users fold in without refitting.
@@ -11,28 +11,141 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from sona.errors import FitError
 
-__all__ = ["ease_weights", "itemknn_weights"]
+__all__ = ["ease_weights", "itemknn_weights", "sparse_ease_weights"]
 
 
 def ease_weights(x: sp.csr_matrix, lam: float) -> npt.NDArray[np.float32]:
     """EASE (Steck 2019): ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹`` and ``diag(B) = 0``.
 
-    Dense in n_items², so meant for catalogs up to a few thousand titles.
+    Dense in n_items² (float32: 400 MB at 10k titles, computed in place by a
+    Cholesky inverse, so the peak is about twice that); larger catalogs use
+    :func:`sparse_ease_weights`.
     """
-    g = np.asarray((x.T @ x).todense(), dtype=np.float64)
-    g[np.diag_indices_from(g)] += lam
-    try:
-        p = np.linalg.inv(g)
-    except np.linalg.LinAlgError as exc:
-        raise FitError(f"EASE Gram matrix is singular (lambda={lam})") from exc
-    b = -p / np.diag(p)[None, :]
-    b[np.diag_indices_from(b)] = 0.0
-    if not np.isfinite(b).all():
+    g = np.asarray((x.T @ x).todense(), dtype=np.float32).T  # symmetric: the Fortran-order view is G
+    g[np.diag_indices_from(g)] += np.float32(lam)
+    c, info = lapack.spotrf(g, lower=True, overwrite_a=True, clean=False)  # in place, no copy
+    if info != 0:
+        raise FitError(f"EASE Gram matrix is not positive definite (lambda={lam})")
+    p, info = lapack.spotri(c, lower=True, overwrite_c=True)
+    del g, c
+    if info != 0:
+        raise FitError(f"EASE Gram matrix is singular (lambda={lam})")
+    n = p.shape[0]
+    for lo in range(0, n, 1024):  # spotri fills the lower triangle only: mirror it in place
+        hi = min(lo + 1024, n)
+        p[lo:hi, hi:] = p[hi:, lo:hi].T
+        p[lo:hi, lo:hi] = np.tril(p[lo:hi, lo:hi]) + np.tril(p[lo:hi, lo:hi], -1).T
+    d = np.diag(p).copy()
+    p /= -d[None, :]
+    p[np.diag_indices_from(p)] = 0.0
+    if not np.isfinite(p).all():
         raise FitError("EASE produced non-finite weights")
-    return b.astype(np.float32)
+    return p
+
+
+def sparse_ease_weights(
+    x: sp.csr_matrix, lam: float, neighbors: int = 128, chunk: int = 256, union_max: int = 4096
+) -> sp.csr_matrix:
+    """EASE with each title's weights restricted to its ``neighbors`` strongest regressors.
+
+    Column j of EASE's ``B`` is the ridge regression of title j's column of
+    ``X`` on all other titles' columns (Steck 2019). Restricting the regressors
+    to the k titles with the largest one-variable ridge coefficient
+    ``G_ij / (G_ii + λ)`` (``G = XᵀX``; they carry nearly all of the weight)
+    turns one n×n inverse into n small k×k solves: O(n k³) time and
+    O(nnz(G) + n k) memory, so 100k titles fit where dense EASE needs 40 GB.
+    Same layout as :func:`itemknn_weights`: column j holds j's weights.
+    Titles are solved in chunks whose neighbourhoods share at most ``union_max``
+    titles, which bounds the dense Gram block each chunk gathers from.
+    """
+    g = (x.T @ x).tocsr().astype(np.float32)  # counts: exact in float32 up to 16M co-views
+    g.sort_indices()
+    n = g.shape[0]
+    k = min(neighbors, max(n - 1, 1))
+    shrunk = (1.0 / (g.diagonal() + lam)).astype(np.float32)
+    rows, cols, vals = [], [], []
+    for lo in range(0, n, chunk):  # loop over title chunks, not users or events
+        hi = min(lo + chunk, n)
+        nb, rhs = _top_regressors(g[lo:hi], lo, shrunk, k)
+        # Long-tail titles have few co-viewed titles: solve them at the next power of two, not at k.
+        size = (nb >= 0).sum(axis=1)
+        width = np.minimum(k, 2 ** np.ceil(np.log2(np.maximum(size, 8))).astype(np.int64))
+        for wd in np.unique(width[size > 0]):  # at most log2(k) widths
+            sel = np.flatnonzero((width == wd) & (size > 0))
+            nbw, rhsw = nb[sel, :wd], rhs[sel, :wd]
+            for part in _bounded_unions(nbw, union_max):
+                with threadpool_limits(1, user_api="blas"):  # small solves: threads only contend
+                    w = _solve_neighbourhoods(g, nbw[part], rhsw[part], lam)
+                keep = rhsw[part] > 0  # padding, and titles never co-viewed with j, carry no evidence
+                rows.append(nbw[part][keep])
+                cols.append(np.repeat(lo + sel[part], wd)[keep.ravel()])
+                vals.append(w[keep])
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    if not np.isfinite(v).all():
+        raise FitError("sparse EASE produced non-finite weights")
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n, n))
+
+
+def _top_regressors(
+    rows: sp.csr_matrix, lo: int, shrunk: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Each row's k co-viewed titles with the largest ``G_ij / (G_ii + λ)``, padded with -1 / 0.
+
+    Works on the rows' nonzeros only: a long-tail title co-viewed with 20
+    others sorts 20 entries, not the whole catalog.
+    """
+    m = rows.shape[0]
+    r = np.repeat(np.arange(m), np.diff(rows.indptr))
+    c, v = rows.indices.astype(np.int64), rows.data
+    off = c != lo + r  # never a title's own regressor
+    r, c, v = r[off], c[off], v[off]
+    order = np.lexsort((-(v * shrunk[c]), r))
+    r, c, v = r[order], c[order], v[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, np.arange(m))[r]
+    top = rank < k
+    nb = np.full((m, k), -1, dtype=np.int64)
+    rhs = np.zeros((m, k), dtype=np.float32)
+    nb[r[top], rank[top]] = c[top]
+    rhs[r[top], rank[top]] = v[top]
+    return nb, rhs
+
+
+def _bounded_unions(nb: npt.NDArray[np.int64], union_max: int) -> list[npt.NDArray[np.int64]]:
+    """Split the chunk's rows into runs whose neighbour sets together name at most ``union_max`` titles."""
+    parts, start, seen = [], 0, set()
+    for r in range(len(nb)):  # loop over one chunk's titles (<= chunk), not users or events
+        row = set(nb[r][nb[r] >= 0].tolist())
+        if r > start and len(seen | row) > union_max:
+            parts.append(np.arange(start, r))
+            start, seen = r, set()
+        seen |= row
+    parts.append(np.arange(start, len(nb)))
+    return parts
+
+
+def _solve_neighbourhoods(
+    g: sp.csr_matrix, nb: npt.NDArray[np.int64], rhs: npt.NDArray[np.float32], lam: float
+) -> npt.NDArray[np.float32]:
+    """``(G_NN + λI)⁻¹ G_Nj`` for each row's neighbourhood N (-1 pads: decoupled, weight 0), batched."""
+    pad = nb < 0
+    union, pos = np.unique(np.where(pad, nb.max(initial=0), nb), return_inverse=True)
+    pos = pos.reshape(nb.shape)
+    gu = g[union][:, union].toarray()
+    sub = gu[pos[:, :, None], pos[:, None, :]]
+    sub[pad[:, :, None] | pad[:, None, :]] = 0.0
+    k = nb.shape[1]
+    sub[:, np.arange(k), np.arange(k)] += np.float32(lam)
+    try:
+        return np.linalg.solve(sub, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError as exc:
+        raise FitError(f"sparse EASE: a neighbourhood system is singular (lambda={lam})") from exc
 
 
 def itemknn_weights(
