@@ -20,10 +20,11 @@ Cost. Every step works on the batch's events (index lists, never a dense
 users x titles block) and on a bounded candidate set: a catalog of at most
 ``softmax_candidates`` titles gets the exact softmax; a larger one gets a
 sampled softmax over that many titles drawn from a popularity-smoothed proposal
-``q``, each logit corrected by ``-log(softmax_candidates * q)`` (log-Q correction), so
-the partition function is an unbiased importance estimate of the full one.
-An epoch therefore costs O(events + users x softmax_candidates), whatever the size of
-the catalog, and only the item-table rows a step touches are computed.
+``q``; each distinct title drawn ``c`` times gets ``log(c / (softmax_candidates * q))``
+added to its logit (log-Q correction), so the partition function is an unbiased
+importance estimate of the full one. Only the item-table rows a step touches are
+computed; the optimizer's update of whole tables (titles x dim per step) is the
+one part that grows with the catalog, and it is small next to the rest.
 
 Checkpoints. With a ``checkpoint`` path, the network, optimizer and random
 generator states are written atomically after every epoch; a later call with
@@ -288,13 +289,21 @@ def _step_loss(
     if q is None:  # exact softmax over the whole (bounded) catalog
         cand = torch.arange(n_items)
         needed, loc = None, item
-        cand_loc, log_q = cand, None
+        cand_loc, log_w = cand, None
+        hit_row, hit_col = row, item
     else:  # sampled softmax with the log-Q correction
         s = params.softmax_candidates
-        cand = torch.multinomial(q, s, replacement=True, generator=gen)
+        draws = torch.multinomial(q, s, replacement=True, generator=gen)
+        cand, count = torch.unique(draws, return_counts=True)
         needed, inverse = torch.unique(torch.cat([item, cand]), return_inverse=True)
         loc, cand_loc = inverse[: len(item)], inverse[len(item) :]
-        log_q = torch.log(q[cand] * s).float()
+        # each distinct draw stands for count / (s * q) titles of the full sum
+        log_w = (torch.log(count.double()) - torch.log(q[cand] * s)).float()
+        slot = torch.full((n_items,), -1, dtype=torch.int64)  # title -> column in the candidate block
+        slot[cand] = torch.arange(len(cand))
+        col = slot[item]
+        hit = col >= 0
+        hit_row, hit_col = row[hit], col[hit]
     e_in = _table(net.free_in, net.w_in, feats, needed)
     e_out = _table(net.free_out, net.w_out, feats, needed)
 
@@ -304,14 +313,13 @@ def _step_loss(
     u = net.tower(torch.cat([pref, side_t[torch.from_numpy(users)]], dim=1))
 
     logits = torch.addmm(net.bias[cand], u, e_out[cand_loc].T)
-    if log_q is not None:
-        logits = logits - log_q
+    if log_w is not None:
+        logits = logits + log_w
     # a user's own titles leave the candidate block: the targets come back exactly below,
     # the inputs stay out (as the full objective masks them)
-    ekeys = row * n_items + item  # ascending: rows ascending, titles ascending within a row
-    ckeys = torch.arange(b)[:, None] * n_items + cand[None, :]
-    at = torch.searchsorted(ekeys, ckeys).clamp_max(len(ekeys) - 1)
-    logits = logits.masked_fill(ekeys[at] == ckeys, float("-inf"))
+    own = torch.zeros(b, len(cand), dtype=torch.bool)
+    own[hit_row, hit_col] = True
+    logits = logits.masked_fill(own, float("-inf"))
 
     tt = torch.nonzero(tgt).squeeze(1)
     rt = row[tt]
