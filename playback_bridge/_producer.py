@@ -129,7 +129,7 @@ class EventProducer(Protocol):
         """Queue one event and return at once; never raises, never blocks."""
         ...
 
-    async def deliver(self, event: AnyEvent, timeout: float = ...) -> None:
+    async def deliver(self, event: AnyEvent, timeout: float | None = None) -> None:
         """Queue one event and wait until it is durable; :class:`DeliveryError` if not confirmed."""
         ...
 
@@ -161,9 +161,16 @@ class _Buffered:
     transport = "base"
 
     def __init__(
-        self, *, max_buffer: int, max_batch: int, retry_backoff_seconds: float, max_attempts: int = 5
+        self,
+        *,
+        max_buffer: int,
+        max_batch: int,
+        retry_backoff_seconds: float,
+        max_attempts: int = 5,
+        delivery_timeout: float = 5.0,
     ) -> None:
         self.max_buffer = max_buffer
+        self.delivery_timeout = delivery_timeout
         self.max_batch = max_batch
         self.retry_backoff_seconds = retry_backoff_seconds
         self.max_attempts = max_attempts
@@ -194,12 +201,14 @@ class _Buffered:
         self._wakeup.set()
         return True
 
-    async def deliver(self, event: AnyEvent, timeout: float = 5.0) -> None:
+    async def deliver(self, event: AnyEvent, timeout: float | None = None) -> None:
         """Queue ``event`` and wait until it is durable (see the module docstring).
 
-        On a timeout the event stays queued and may still be delivered: at least
-        once, which the consumer's per-session idempotence absorbs.
+        ``timeout`` defaults to the producer's ``delivery_timeout``. On a timeout
+        the event stays queued and may still be delivered: at least once, which
+        the consumer's per-session idempotence absorbs.
         """
+        timeout = self.delivery_timeout if timeout is None else timeout
         if self._task is None:
             raise DeliveryError("the producer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -345,12 +354,14 @@ class InProcessEventBus(_Buffered):
         max_batch: int = 1_000,
         retry_backoff_seconds: float = 1.0,
         max_attempts: int = 5,
+        delivery_timeout: float = 5.0,
     ) -> None:
         super().__init__(
             max_buffer=max_buffer,
             max_batch=max_batch,
             retry_backoff_seconds=retry_backoff_seconds,
             max_attempts=max_attempts,
+            delivery_timeout=delivery_timeout,
         )
         self.handler = handler
 
@@ -390,9 +401,13 @@ class KafkaEventProducer(_Buffered):
         linger_ms: int = 0,
         request_timeout_ms: int = 5_000,
         retry_backoff_seconds: float = 0.5,
+        delivery_timeout: float = 5.0,
     ) -> None:
         super().__init__(
-            max_buffer=max_buffer, max_batch=max_batch, retry_backoff_seconds=retry_backoff_seconds
+            max_buffer=max_buffer,
+            max_batch=max_batch,
+            retry_backoff_seconds=retry_backoff_seconds,
+            delivery_timeout=delivery_timeout,
         )
         self.brokers = tuple(brokers)
         self.topics = topics
