@@ -89,3 +89,14 @@ def test_sparse_ease_is_within_two_percent_of_dense_ease(
     narrow = _ndcg(sparse_ease_weights(x, 300.0, neighbors=8), catalog, train, test)
     assert sparse >= 0.98 * dense, (sparse, dense)
     assert narrow < sparse  # the neighbourhood is what carries EASE's quality
+
+
+def test_sparse_ease_with_every_title_as_regressor_is_dense_ease() -> None:
+    """Each EASE column is a ridge regression on the other titles: with all of them it is exact."""
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((300, 40)) < 0.5).astype(np.float32))  # every pair co-viewed
+    dense = ease_weights(x, 50.0)
+    sparse = sparse_ease_weights(x, 50.0, neighbors=39, chunk=16).toarray()
+    np.testing.assert_allclose(sparse, dense, atol=1e-4)
+    narrow = sparse_ease_weights(x, 50.0, neighbors=5)
+    assert np.diff(narrow.tocsc().indptr).max() == 5 and narrow.diagonal().max() == 0.0
