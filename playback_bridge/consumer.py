@@ -412,7 +412,7 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         if not args.no_upgrade:
             storage.upgrade()
-        from sona._bootstrap import resolve_model  # torch: imported only when profiles are kept
+        from sona._bootstrap import LiveEngine, resolve_model  # torch: only when profiles are kept
 
         # The model the services serve, resolved the same way (current published model, else
         # SONA_MODEL_DIR / $SONA_DATA_DIR/model); without one, events are stored but no profiles.
@@ -423,10 +423,19 @@ async def _amain(args: argparse.Namespace) -> int:
             )
         else:
             log.info("updating profiles with model %s", engine.model_id_)
+        sink = EventSink(storage, engine)
+        live = None
+        if engine is not None:
+
+            def swapped(new: object) -> None:  # a model rollout: profiles come from the new model
+                sink.engine = new  # type: ignore[assignment]
+                sink._hydrated.clear()  # the new engine has no user's stored history yet
+
+            live = LiveEngine(engine, storage, settings=settings, on_swap=swapped).start()
         consumer = PlaybackConsumer(
             settings.kafka_brokers,
             Topics(settings.kafka_topic_prefix),
-            EventSink(storage, engine),
+            sink,
             group_id=args.group_id,
             partitions=settings.kafka_partitions,
             max_batch=args.max_batch,
@@ -447,6 +456,8 @@ async def _amain(args: argparse.Namespace) -> int:
             stats = await consumer.run(max_idle_seconds=args.exit_when_idle)
         finally:
             await consumer.stop()
+            if live is not None:
+                live.stop()
     finally:
         storage.dispose()
     log.info("stopped: %s", stats)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -60,18 +59,18 @@ API_DOCS = "/api/v1/docs"
 
 @dataclass(slots=True)
 class _LockedEngine:
-    """The sink's view of the engine: ``observe``/``profiles`` under the service's write lock."""
+    """The sink's view of the served engine (the current one after a model rollout):
+    ``observe``/``profiles`` under the service's write lock."""
 
-    engine: sona.Sona
-    lock: threading.RLock
+    state: ServiceState
 
     def observe(self, events: pd.DataFrame, *, on_conflict: sona.engine.OnConflict = "ignore") -> object:
-        with self.lock:
-            return self.engine.observe(events, on_conflict=on_conflict)
+        with self.state.write_lock:
+            return self.state.engine.observe(events, on_conflict=on_conflict)
 
     def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]:
-        with self.lock:
-            return self.engine.profiles(user_ids)
+        with self.state.write_lock:
+            return self.state.engine.profiles(user_ids)
 
 
 def compose(*apps: FastAPI, title: str = "sona", version: str = sona.__version__) -> FastAPI:
@@ -145,7 +144,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     sink = (
         None
         if settings.kafka_brokers
-        else EventSink(state.storage, _LockedEngine(state.engine, state.write_lock))
+        else EventSink(state.storage, _LockedEngine(state))
     )
     redis = aioredis.from_url(
         settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30
