@@ -19,7 +19,8 @@ retraining, like EASE's fold-in.
 
 Long histories are cut into windows of ``max_len`` titles (from the end), so
 every event is a training target. Training is bounded by ``epochs`` and an
-optional wall-clock budget ``max_seconds``.
+optional budget ``max_seconds`` of this process's CPU time (not wall time, so a
+busy shared machine does not cut training short).
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class _Sequential(_Baseline):
             gen = torch.Generator().manual_seed(self.seed)
             self.net_ = self._net()
             opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            start = time.perf_counter()
+            start = time.process_time()
             self.epochs_run_ = 0
             for epoch in range(self.epochs):
                 self.net_.train()
@@ -212,7 +213,7 @@ class _Sequential(_Baseline):
                 self.net_.eval()
                 if self.on_epoch is not None:
                     self.on_epoch(epoch + 1)
-                if self.max_seconds is not None and time.perf_counter() - start > self.max_seconds:
+                if self.max_seconds is not None and time.process_time() - start > self.max_seconds:
                     break
             self.net_.eval()
 
@@ -249,7 +250,7 @@ class SASRec(_Sequential):
     max_len
         Titles of history the model attends to (longer histories are cut into windows).
     dropout, lr, weight_decay, epochs, batch_size
-        Training (Adam); ``max_seconds`` stops after the epoch that crosses it.
+        Training (Adam); ``max_seconds`` (process CPU seconds) stops after the epoch that crosses it.
     threads
         torch threads while training (restored afterwards).
     """

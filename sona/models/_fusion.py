@@ -111,7 +111,7 @@ class ItemTables:
     collaborative, graph
         Item-item matrices (dense or CSR; graph may be None).
     sequential
-        (n, n) CSR title-to-next-title weights (``sona.models.transition_weights``), applied
+        (n, n) CSR title-to-next-title weights (``sona.models._transitions``), applied
         to each user's recent titles (``fuse(recent=...)``); None leaves the source out.
     """
 
