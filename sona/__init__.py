@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sona.catalog import Catalog, ContentItem
     from sona.config import Settings, load_settings
     from sona.engine import Recommendation, Sona, SonaConfig
+    from sona.evaluation import tune
     from sona.events import (
         EVENT_COLUMNS,
         ViewingEvent,
@@ -58,6 +59,7 @@ _LAZY: dict[str, str] = {
     "datasets": "sona.datasets",
     "evaluation": "sona.evaluation",
     "search": "sona.search",
+    "tune": "sona.evaluation",
     "Catalog": "sona.catalog",
     "ContentItem": "sona.catalog",
     "Settings": "sona.config",
@@ -127,5 +129,6 @@ __all__ = [
     "identifier_problem",
     "load_settings",
     "search",
+    "tune",
     "validate_events",
 ]
