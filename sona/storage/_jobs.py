@@ -29,6 +29,7 @@ from sona.storage._sql import to_json
 __all__ = [
     "active_job",
     "claim_job",
+    "claimable",
     "create_job",
     "finish_job",
     "get_job",
@@ -107,6 +108,17 @@ def create_job(conn: Connection, user_id: str, *, force: bool = False) -> Traini
     raise DataError(f"could not queue a training job for user {user_id!r}: the active job keeps changing")
 
 
+def _expired(now: datetime) -> sa.ColumnElement[bool]:
+    # A running job without a lease was left by a process from before leases: nobody owns it.
+    return (_T.c.status == "running") & (_T.c.lease_expires_at.is_(None) | (_T.c.lease_expires_at < now))
+
+
+def claimable(conn: Connection) -> bool:
+    """Whether :func:`claim_job` would find anything: a read, so idle workers poll without write locks."""
+    pick = sa.select(_T.c.id).where((_T.c.status == "queued") | _expired(_now(conn))).limit(1)
+    return conn.execute(pick).first() is not None
+
+
 def claim_job(conn: Connection, owner: str, *, lease_seconds: float, max_attempts: int) -> TrainingJob | None:
     """Take the oldest claimable job for ``owner``, or None.
 
@@ -115,8 +127,7 @@ def claim_job(conn: Connection, owner: str, *, lease_seconds: float, max_attempt
     so a job that kills its worker cannot kill every worker in turn.
     """
     now = _now(conn)
-    # A running job without a lease was left by a process from before leases: nobody owns it.
-    expired = (_T.c.status == "running") & (_T.c.lease_expires_at.is_(None) | (_T.c.lease_expires_at < now))
+    expired = _expired(now)
     conn.execute(
         sa.update(_T)
         .where(expired, _T.c.attempts >= max_attempts)

@@ -498,6 +498,9 @@ class Storage:
         """
         if lease_seconds <= 0:
             raise ValidationError("lease_seconds", f"must be > 0, got {lease_seconds!r}")
+        with self._read("looking for a training job") as conn:
+            if not _jobs.claimable(conn):  # idle workers poll: no write transaction (SQLite's lock)
+                return None
         with self._begin("claiming a training job") as conn:
             return _jobs.claim_job(conn, owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
 
