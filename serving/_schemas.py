@@ -56,19 +56,21 @@ __all__ = [
     "TrainRequest",
     "ViewingContext",
     "ViewingEventIn",
+    "json_integer",
 ]
 
 #: JSON booleans only: ``0``/``1``/``"true"`` are 422 (a ``"force": 0`` once queued a real job).
 StrictBool = Annotated[bool, Strict()]
 
 
-def _json_integer(value: object) -> object:
+def json_integer(value: object) -> object:
+    """``12.0`` → ``12`` (a ``BeforeValidator``); anything else unchanged, for the strict check after it."""
     # JSON Schema counts 12.0 as an integer, so the server does too; true, "12" and 1.5 stay errors.
     return int(value) if type(value) is float and value.is_integer() else value
 
 
 #: JSON integers only (``12.0`` counts, as in JSON Schema), never ``true``, ``"12"`` or ``1.5``.
-StrictInt = Annotated[int, BeforeValidator(_json_integer), Strict()]
+StrictInt = Annotated[int, BeforeValidator(json_integer), Strict()]
 #: JSON numbers only, never ``false`` or ``"0.5"``; integers are numbers.
 StrictFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 

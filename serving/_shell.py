@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.routing import Mount
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["make_shell"]
+__all__ = ["NewlinePaths", "make_shell"]
 
 
 @contextlib.asynccontextmanager
@@ -45,3 +45,23 @@ class _Shell(FastAPI):
 def make_shell() -> FastAPI:
     """A shell app without docs routes of its own (they would shadow the inner app's)."""
     return _Shell(lifespan=_inner_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class NewlinePaths:
+    """BentoML middleware: a path with a newline (``%0A``) goes straight to the mounted app.
+
+    BentoML routes to the app it mounts with a Starlette ``Mount``, whose ``.*`` stops at a
+    newline, and answers such a path itself with a plain-text 404. The mounted app answers
+    it like any other path: JSON errors (401, 404, 405, 422), never plain text. Register it
+    with ``Service.add_asgi_middleware(NewlinePaths, mounted=app)``.
+    """
+
+    def __init__(self, app: ASGIApp, *, mounted: ASGIApp) -> None:
+        self.app = app
+        self.mounted = mounted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\n" in scope["path"]:
+            await self.mounted(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import bentoml
 from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, decode_token, parse_bearer
 from serving._errors import bearer_principal, install_error_handlers
@@ -27,7 +27,8 @@ from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._metrics import JWT_FAILURES
 from serving._openapi import document, errors
-from serving._schemas import StrictFloat, StrictInt
+from serving._schemas import StrictFloat, StrictInt, json_integer
+from serving._shell import NewlinePaths
 from sona import Catalog, ConfigError, NotFittedError, Sona
 from sona.search import (
     CONTENT_RATINGS,
@@ -49,7 +50,8 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-_Year = Annotated[StrictInt, Field(ge=-9999, le=9999)]
+# Bounds before the validator, so they reach the JSON schema (inside a tuple they would not).
+_Year = Annotated[int, Strict(), Field(ge=-9999, le=9999), BeforeValidator(json_integer)]
 _Rating = StrictFloat
 _RANGE = "[from, to], inclusive; a reversed range matches nothing"
 
@@ -77,11 +79,16 @@ class SearchFiltersIn(_Body):
         )
 
 
+#: Some character that is not whitespace as Python's ``str.strip`` (what the index applies) sees it,
+#: written out: JSON Schema's ``\s`` differs from Python's at \x1c-\x1f, \x85 and \ufeff.
+_NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 class SearchRequest(_Body):
     # The schema's ``pattern`` and enums state what ``SearchIndex.search`` checks (a non-blank
     # query, a known rating, a known A/B arm of the default SearchConfig) without pydantic
     # repeating those checks with a raw-regex message.
-    query: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": r"\S"})
+    query: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": _NOT_BLANK})
     filters: SearchFiltersIn | None = None
     page: StrictInt = Field(default=1, ge=1, le=1_000_000)
     page_size: StrictInt = Field(default=20, ge=1, le=MAX_PAGE_SIZE)
@@ -306,3 +313,6 @@ class Discovery:
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "search_index", None) is not None
+
+
+Discovery.add_asgi_middleware(NewlinePaths, mounted=app)

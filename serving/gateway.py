@@ -43,7 +43,7 @@ from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._openapi import document
-from serving._shell import make_shell
+from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
 from sona import Settings, UserProfile, load_settings
@@ -122,7 +122,6 @@ class GatewayParts:
     state: ServiceState
     sink: EventSink | None
     index: SearchIndex
-
 
 def _producer(settings: Settings, sink: EventSink | None) -> EventProducer:
     if settings.kafka_brokers:
@@ -207,3 +206,6 @@ class Gateway:
     def shutdown(self) -> None:
         self.parts.state.stop()
         self.parts.state.storage.dispose()
+
+
+Gateway.add_asgi_middleware(NewlinePaths, mounted=_shell)

@@ -52,7 +52,7 @@ from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_h
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._openapi import document, errors
-from serving._shell import make_shell
+from serving._shell import NewlinePaths, make_shell
 from serving._titles import KnownTitles
 from sona import Identifier, NotFoundError, Settings, UnknownContentError, load_settings
 
@@ -322,3 +322,6 @@ class PlaybackService:
         _edge.apply(settings, self.app.state.jwt_secret, self.app)
         _shell.state.inner = self.app
         _shell.mount("/", self.app)
+
+
+PlaybackService.add_asgi_middleware(NewlinePaths, mounted=_shell)

@@ -24,6 +24,7 @@ import bentoml  # noqa: E402
 from serving._api import attach_state, create_app
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._shell import NewlinePaths
 from serving._state import ServiceState, build_state
 from sona import load_settings
 
@@ -55,3 +56,6 @@ class SonaService:
     def shutdown(self) -> None:
         self.state.stop()
         self.state.storage.dispose()
+
+
+SonaService.add_asgi_middleware(NewlinePaths, mounted=app)
