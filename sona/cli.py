@@ -281,6 +281,13 @@ def _engine_config(epochs: int | None, seed: int, progress: bool) -> SonaConfig:
 
 
 # ---------------------------------------------------------------- fit
+def _secondary_process() -> bool:
+    """True in a ``torchrun`` data-parallel fit's processes other than rank 0."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
 @app.command("fit", short_help="Train the base model on --data and save it.")
 def fit(
     data: DataOption,
@@ -330,6 +337,8 @@ def fit(
     t0 = time.perf_counter()
     try:
         engine = Sona(dataset.catalog, cfg).fit(dataset.events, checkpoint_dir=checkpoint_dir)
+        if _secondary_process():  # under torchrun every process trains; the first one saves
+            return
         engine.save(target)
     except DataError as exc:
         raise _die(str(exc), EXIT_USAGE) from exc

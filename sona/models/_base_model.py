@@ -26,6 +26,11 @@ importance estimate of the full one. Only the item-table rows a step touches are
 computed; the optimizer's update of whole tables (titles x dim per step) is the
 one part that grows with the catalog, and it is small next to the rest.
 
+Data-parallel. Under ``torchrun`` (gloo backend, CPU) every process takes
+its share of each batch and the gradients are averaged in one all-reduce per
+step, so the processes keep identical weights and the global batch is the
+single-process one.
+
 Checkpoints. With a ``checkpoint`` path, the network, optimizer and random
 generator states are written atomically after every epoch; a later call with
 the same data and parameters resumes after the last finished epoch and gives
@@ -335,6 +340,42 @@ def _step_loss(
     return nll[has].mean()
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun``; (0, 1) otherwise.
+
+    A process started by ``torchrun`` joins the gloo (CPU) process group here
+    the first time, so ``torchrun -m sona.cli fit ...`` needs no other setup.
+    """
+    dist = torch.distributed
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if not dist.is_torchelastic_launched():
+            return 0, 1
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _average_gradients(net: nn.Module, has_loss: bool) -> bool:
+    """Average gradients over the processes in one all-reduce; False when no process had a loss."""
+    params = list(net.parameters())
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        + [torch.tensor([1.0 if has_loss else 0.0])]
+    )
+    torch.distributed.all_reduce(flat)
+    contributors = float(flat[-1])
+    if contributors == 0:
+        return False
+    flat = flat[:-1] / contributors
+    at = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[at : at + n].view_as(p).clone()
+        at += n
+    return True
+
+
 def _train(
     events: _Events,
     side: npt.NDArray[np.float32],
@@ -346,9 +387,16 @@ def _train(
     n_items = feats.csr.shape[0]
     q = _proposal(events, n_items) if n_items > params.softmax_candidates else None
     fingerprint = _fingerprint(events, side, feats, params) if checkpoint is not None else ""
+    rank, world = _distributed()
+    if world > 1 and checkpoint is not None:  # each process resumes its own random stream
+        checkpoint = checkpoint.with_name(f"{checkpoint.name}.rank{rank}-of-{world}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(params.seed)
+        torch.manual_seed(params.seed)  # the same initial weights in every process
         gen = torch.Generator().manual_seed(params.seed)
+        # data-parallel: one shared stream orders the users, each process its own for the rest
+        order_gen = gen if world == 1 else torch.Generator().manual_seed(params.seed)
+        if world > 1:
+            gen.manual_seed(params.seed + 1 + rank)
         net = _Net(n_items, feats.csr.shape[1], side.shape[1], params)
         opt = torch.optim.AdamW(
             net.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True
@@ -361,10 +409,12 @@ def _train(
             net.load_state_dict(state["net"])  # type: ignore[arg-type]
             opt.load_state_dict(state["opt"])  # type: ignore[arg-type]
             gen.set_state(state["gen"])  # type: ignore[arg-type]
+            if world > 1:
+                order_gen.set_state(state["order_gen"])  # type: ignore[arg-type]
             first_epoch = int(state["epoch"])  # type: ignore[call-overload]
             loss_val = float(state["loss"])  # type: ignore[arg-type]
         steps_per_epoch = -(-len(trainable) // params.batch_size)
-        tty = params.progress and sys.stderr.isatty()
+        tty = params.progress and sys.stderr.isatty() and rank == 0
         bar = tqdm(
             total=params.epochs * steps_per_epoch,
             initial=first_epoch * steps_per_epoch,
@@ -376,20 +426,24 @@ def _train(
         t0 = time.perf_counter()
         net.train()
         for epoch in range(first_epoch, params.epochs):
-            perm = trainable[torch.randperm(len(trainable), generator=gen).numpy()]
+            perm = trainable[torch.randperm(len(trainable), generator=order_gen).numpy()]
             for lo in range(0, len(perm), params.batch_size):
-                users = perm[lo : lo + params.batch_size]
+                users = perm[lo : lo + params.batch_size][rank::world]  # this process's share
                 loss = _step_loss(net, feats, events, side_t, users, q, params, gen)
                 bar.update(1)
-                if loss is None:
-                    continue
                 opt.zero_grad()
-                loss.backward()
+                if loss is not None:
+                    loss.backward()
+                    loss_val = float(loss.detach())
+                if world > 1 and not _average_gradients(net, loss is not None):
+                    continue
+                if loss is None and world == 1:
+                    continue
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 opt.step()
-                loss_val = float(loss.detach())
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_val:.3f}")
             if checkpoint is not None:
+                extra = {"order_gen": order_gen.get_state()} if world > 1 else {}
                 _save_checkpoint(
                     checkpoint,
                     {
@@ -400,15 +454,16 @@ def _train(
                         "net": net.state_dict(),
                         "opt": opt.state_dict(),
                         "gen": gen.get_state(),
+                        **extra,
                     },
                 )
         bar.close()
-        if params.progress and not tty:  # logs and notebooks: one line instead of a bar
+        if params.progress and not tty and rank == 0:  # logs and notebooks: one line instead of a bar
             trained = params.epochs - first_epoch
             kind = "exact" if q is None else f"sampled {params.softmax_candidates}"
             print(
                 f"sona fit: {params.epochs} epochs ({first_epoch} resumed), {len(trainable)} users, "
-                f"{n_items} titles, {kind} softmax, "
+                f"{n_items} titles, {kind} softmax{f', {world} processes' if world > 1 else ''}, "
                 f"loss={loss_val:.3f}, {time.perf_counter() - t0:.1f} s"
                 + (f" ({(time.perf_counter() - t0) / trained:.2f} s/epoch)" if trained else ""),
                 file=sys.stderr,
