@@ -4,10 +4,10 @@ FastAPI documents the success response and its own 422 body. :func:`document`
 makes the document say everything else the server does:
 
 * every error status an operation can return, each with the one error body
-  (:class:`~serving._schemas.ErrorBody`): 401 where a bearer token is read, 413
-  where there is a body, 422 where anything is parsed, 429 and 503 wherever the
-  edge limits or a dependency can answer, plus what a route declares itself
-  (403, 404, 409) with :func:`errors`;
+  (:class:`~serving._schemas.ErrorBody`): 401 where a bearer token is read, 422
+  where anything is parsed, 400/413/431/429 from the edge limits, 503 wherever a
+  dependency can fail, plus what a route declares itself (403, 404, 409) with
+  :func:`errors`;
 * a ``bearerAuth`` HTTP security scheme on the operations that read a token
   (optional on search), so Swagger's "Authorize" button works;
 * Swagger UI's JavaScript and CSS from the ``fastapi-offline`` package, served by
@@ -47,17 +47,20 @@ __all__ = ["BEARER", "document", "errors"]
 BEARER = "bearerAuth"
 
 _WHY: dict[int, str] = {
-    400: "The body is not UTF-8 text.",
+    400: "The request cannot be read (a body that is not UTF-8, a bad Content-Length).",
     401: "No valid bearer token; ``reason`` says why (missing, expired, bad_signature, ...).",
     403: "The token may not act for this user (only ``sona:service`` tokens act for anyone).",
     404: "A user, title, job or session named in the request does not exist.",
     409: "The request conflicts with current state (training queued, trained too recently).",
-    413: "The request body or headers are larger than the service accepts.",
+    413: "The request body is larger than the service accepts (``SONA_MAX_BODY_BYTES``).",
     422: "Invalid request: ``field`` names the first bad field, ``errors`` lists up to ten.",
     429: "Too many requests for this token; retry after ``Retry-After`` seconds.",
+    431: "The request headers are larger than the service accepts.",
     503: "Not ready yet, or a dependency (database, Redis, model) is down; retry later.",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+#: Probes the rate limit exempts (``serving._limits``).
+_NOT_RATE_LIMITED = frozenset({"/health", "/ready"})
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -127,10 +130,11 @@ def _contract(app: FastAPI) -> dict[str, Any]:
                 statuses.append(401)
             if dependant.body_params or dependant.query_params or dependant.path_params:
                 statuses.append(422)
-            if dependant.body_params:
-                statuses += [400, 413]
-            if route.path != "/health":  # liveness answers before any limit or dependency
-                statuses += [429, 503]
+            statuses += [400, 413, 431]  # the edge limits (serving._limits) measure every request
+            if route.path not in _NOT_RATE_LIMITED:
+                statuses.append(429)
+            if route.path != "/health":  # liveness answers without any dependency
+                statuses.append(503)
             for status in statuses:
                 responses[str(status)] = _response(status)
     return schema
