@@ -80,6 +80,16 @@ _LAZY: dict[str, str] = {
     "AddEventsResult": "sona.storage",
     "Storage": "sona.storage",
     "TrainingJob": "sona.storage",
+    # subpackages reachable as attributes after `import sona`, as when this file imported them eagerly
+    "catalog": "sona.catalog",
+    "config": "sona.config",
+    "engine": "sona.engine",
+    "events": "sona.events",
+    "features": "sona.features",
+    "lora": "sona.lora",
+    "models": "sona.models",
+    "profile": "sona.profile",
+    "storage": "sona.storage",
 }
 
 
