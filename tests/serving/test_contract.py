@@ -68,7 +68,8 @@ def _schemathesis(base: str, token: str, report_dir: Path) -> tuple[int, str]:
         str(report_dir),
     ]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # cwd: schemathesis and hypothesis keep their caches (.schemathesis, .hypothesis) there, not in the repo.
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=report_dir.parent)
     return out.returncode, out.stdout + out.stderr
 
 
