@@ -24,6 +24,7 @@ COMMANDS = [
     ["serve"],
     ["consume"],
     ["demo-events"],
+    ["token"],
     ["fit"],
     ["train-adapters"],
     ["evaluate"],
@@ -44,7 +45,7 @@ def test_help_for_every_command(command: list[str]) -> None:
 
 def test_console_help_lists_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
-    for name in ("db", "fit", "train-adapters", "evaluate", "serve", "consume", "demo-events"):
+    for name in ("db", "fit", "train-adapters", "evaluate", "serve", "consume", "demo-events", "token"):
         assert name in result.output
 
 
