@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from playback_bridge import MAX_SECONDS
+from sona.events import RATING_MAX
 from sona.identifiers import Identifier
 
 __all__ = [
@@ -220,7 +221,11 @@ class ViewingEventIn(_Body):
     timestamp: Timestamp
     completion_rate: StrictFloat = Field(ge=0.0, le=1.0)
     watch_seconds: StrictFloat = Field(default=0.0, ge=0.0, le=MAX_SECONDS)
-    rating: StrictFloat | None = Field(default=None, ge=1.0, le=5.0)
+    # The scale is sona's (0 < rating <= RATING_MAX, half stars too); sona checks it and says so, the
+    # schema states it (numeric keywords beside ``anyOf`` apply to the number, not to null).
+    rating: StrictFloat | None = Field(
+        default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": RATING_MAX}
+    )
     dismissed: StrictBool = False
     is_rewatch: StrictBool = False
 
