@@ -1,5 +1,11 @@
 """Latency of ``PATCH /api/v1/sessions/{id}/position`` with the sync service healthy vs black-holed.
 
+Each sync condition runs two apps side by side, requests alternating between
+them: *durable* (the app as shipped: the answer waits for the broker's
+``acks="all"`` acknowledgement, or the in-process handler) and *unconfirmed*
+(the same app with ``deliver`` only queueing the event, as before durability),
+so the cost of the wait is a ratio measured under the same load.
+
 Usage::
 
     source /tmp/svc.env   # REDIS_URL (required), KAFKA_BROKERS (optional)
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -62,40 +69,72 @@ async def _discard(batch: Sequence[object]) -> None:
     return None
 
 
+class _Unconfirmed:
+    """The shipped producer with ``deliver`` that only queues: the pre-durability baseline."""
+
+    def __init__(self, inner: EventProducer) -> None:
+        self.inner = inner
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    def publish(self, event: object) -> None:
+        self.inner.publish(event)  # type: ignore[arg-type]
+
+    async def deliver(self, event: object, timeout: float | None = None) -> None:
+        self.inner.publish(event)  # type: ignore[arg-type]
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        await self.inner.flush(timeout)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self.inner.stop(timeout)
+
+
 async def measure(
     sync_url: str, n: int, redis_url: str, brokers: list[str]
-) -> tuple[np.ndarray, SyncNotifier]:
+) -> dict[str, tuple[np.ndarray, SyncNotifier]]:
+    """Two apps side by side, durable and unconfirmed; each request alternates between them."""
     redis = aioredis.from_url(redis_url)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    producer: EventProducer = (
-        KafkaEventProducer(brokers, Topics(f"bench{uuid.uuid4().hex[:8]}"), partitions=3)
-        if brokers
-        else InProcessEventBus(_discard)
-    )
-    notifier = SyncNotifier(sync_url)
-    app = create_app(
-        redis=redis, producer=producer, notifier=notifier, jwt_secret=SECRET, namespace=namespace
-    )
     headers = {"Authorization": f"Bearer {issue_token('bench-user', SECRET)}"}
-    body = {"user_id": "bench-user", "content_id": "c1", "device_id": "tv", "duration_seconds": 1e9}
-    latencies = np.empty(n)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://playback") as client:
+    body = {"user_id": "bench-user", "content_id": "c1", "device_id": "tv", "duration_seconds": 600_000.0}
+    out: dict[str, tuple[np.ndarray, SyncNotifier]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        urls: dict[str, tuple[httpx.AsyncClient, str]] = {}
+        for mode in ("durable", "unconfirmed"):
+            producer: EventProducer = (
+                KafkaEventProducer(brokers, Topics(f"bench{uuid.uuid4().hex[:8]}"), partitions=3)
+                if brokers
+                else InProcessEventBus(_discard)
+            )
+            if mode == "unconfirmed":
+                producer = _Unconfirmed(producer)
+            notifier = SyncNotifier(sync_url)
+            app = create_app(
+                redis=redis, producer=producer, notifier=notifier, jwt_secret=SECRET, namespace=namespace
+            )
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://playback")
+            )
             sid = (await client.post("/api/v1/sessions", json=body, headers=headers)).json()["id"]
-            url = f"/api/v1/sessions/{sid}/position"
-            for i in range(200):  # warm-up
+            urls[mode] = (client, f"/api/v1/sessions/{sid}/position")
+            out[mode] = (np.empty(n), notifier)
+        for i in range(200):  # warm-up
+            for client, url in urls.values():
                 await client.patch(url, json={"position_seconds": i}, headers=headers)
-            for i in range(n):
+        for i in range(n):
+            for mode, (client, url) in urls.items():
                 t0 = time.perf_counter()
                 r = await client.patch(url, json={"position_seconds": 200 + i}, headers=headers)
-                latencies[i] = time.perf_counter() - t0
+                out[mode][0][i] = (time.perf_counter() - t0) * 1000
                 assert r.status_code == 200, r.text
     keys = [k async for k in redis.scan_iter(match=f"{namespace}:*")]
     if keys:
         await redis.delete(*keys)
     await redis.aclose()
-    return latencies * 1000, notifier
+    return out
 
 
 async def main() -> None:
@@ -119,11 +158,11 @@ async def main() -> None:
             ("healthy", healthy_url),
             ("black-holed", f"http://127.0.0.1:{hole.getsockname()[1]}"),
         ):
-            ms, notifier = await measure(url, args.requests, redis_url, brokers)
-            stats = notifier.stats
-            p = percentiles(ms)
-            rows.append((name, p[50], p[99], float(ms.max()), stats))
-            print(f"{name}: p50 {rows[-1][1]:.2f} ms, p99 {rows[-1][2]:.2f} ms, {stats}")
+            for mode, (ms, notifier) in (await measure(url, args.requests, redis_url, brokers)).items():
+                stats = notifier.stats
+                p = percentiles(ms)
+                rows.append((name, mode, p[50], p[99], float(ms.max()), stats))
+                print(f"{name}, {mode}: p50 {p[50]:.2f} ms, p99 {p[99]:.2f} ms, {stats}")
     finally:
         server.terminate()
         hole.close()
@@ -133,17 +172,26 @@ async def main() -> None:
     notes = [
         f"in-process ASGI (httpx ASGITransport) → real Redis; events to {transport}; sync timeout 50 ms, "
         "max 64 in flight; sequential requests after 200 warm-up; one run",
+        "durable: the answer waits until the event is acknowledged (as shipped); unconfirmed: the "
+        "event is only queued (the behaviour before durability); two apps, requests alternating",
     ]
     lines = [
-        "| sync service | p50 ms | p99 ms | max ms | sync sent | failed | dropped | coalesced |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| sync service | answer | p50 ms | p99 ms | max ms | sync sent | failed | dropped | coalesced |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {name} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {s.sent:,} | {s.failed:,} | {s.dropped:,} "
-        f"| {s.coalesced:,} |"
-        for name, p50, p99, mx, s in rows
+        f"| {name} | {mode} | {p50:.2f} | {p99:.2f} | {mx:.2f} | {s.sent:,} | {s.failed:,} "
+        f"| {s.dropped:,} | {s.coalesced:,} |"
+        for name, mode, p50, p99, mx, s in rows
     ]
-    lines.append(f"\nblack-holed / healthy p99 ratio: {rows[1][2] / rows[0][2]:.2f}×")
+    by = {(r[0], r[1]): r for r in rows}
+    lines.append(
+        f"\nblack-holed, durable / unconfirmed: p50 "
+        f"{by['black-holed', 'durable'][2] / by['black-holed', 'unconfirmed'][2]:.2f}×, p99 "
+        f"{by['black-holed', 'durable'][3] / by['black-holed', 'unconfirmed'][3]:.2f}×; "
+        f"black-holed / healthy p99 (durable): "
+        f"{by['black-holed', 'durable'][3] / by['healthy', 'durable'][3]:.2f}×"
+    )
     write = section if args.no_append else append_section
     print(write(title, lines, notes=notes, load_at_start=load_start))
 
