@@ -21,7 +21,10 @@ fit; the first half of each one's history goes through ``observe`` (adapters
 are trained from it), the second half is test. EASE folds them in (x_u @ B),
 the sequential models read the observed sequence, Pop ranks by popularity.
 
-Run: .venv/bin/python benchmarks/quality.py [--data DIR ...] [--validation-only]
+Run: ``.venv/bin/python benchmarks/quality.py --data DIR`` (every part in turn), or on a
+busy shared machine one process per part, then assemble:
+``--part classic|SASRec|GRU4Rec|sona`` (each saves its rows to --parts-dir) and
+``--part assemble`` (prints the section and appends it to RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,251 +137,233 @@ TABLE_HEADER = (
 )
 
 
-def run(path: Path, args: argparse.Namespace) -> tuple[str, list[str]]:
+def _data(path: Path) -> dict[str, object]:
     catalog, events = sona.datasets.load_movielens(path)
-    name = path.name
     train, test = temporal_split(events, 0.2)
     tr, va = temporal_split(train, 0.2)
     new = _new_user_split(events)
-    out = [
-        f"### {name}: {events['user_id'].nunique()} users, {len(catalog)} titles, {len(events)} events",
-        "",
-        f"train {len(train)}, test {len(test)}; validation cut from train: {len(tr)} / {len(va)}.",
-        "",
-    ]
-    log = print
-
-    if args.choices is not None and args.choices.exists() and not args.validation_only:
-        saved = json.loads(args.choices.read_text())[name]
-        out += saved["lines"]
-        lam, nb, seq = saved["lam"], saved["nb"], saved["seq"]
-        val = {k: tuple(v) for k, v in saved["val"].items()}
-        cfg = replace(sona.SonaConfig(), **saved["sona"])
-        acfg = UserAdapterConfig(**saved["adapters"])
-        log(f"{name}: choices read from {args.choices}", flush=True)
-    else:
-        lam, nb, seq, val, cfg, acfg = _choose(catalog, events, train, tr, va, new, args, out)
-        if args.choices is not None:
-            book = json.loads(args.choices.read_text()) if args.choices.exists() else {}
-            book[name] = {
-                "lam": lam, "nb": nb, "seq": seq, "val": val, "lines": out[4:],
-                "sona": asdict(cfg), "adapters": {
-                    "target_fraction": acfg.target_fraction, "shrinkage": acfg.shrinkage,
-                    "min_interval_seconds": acfg.min_interval_seconds,
-                },
-            }  # fmt: skip
-            args.choices.write_text(json.dumps(book, indent=1))
-    if args.validation_only:
-        return name, out
-    return name, _test(catalog, events, train, test, new, lam, nb, seq, val, cfg, acfg, args, out)
-
-
-def _choose(
-    catalog: sona.Catalog,
-    events: pd.DataFrame,
-    train: pd.DataFrame,
-    tr: pd.DataFrame,
-    va: pd.DataFrame,
-    new: set[str],
-    args: argparse.Namespace,
-    out: list[str],
-) -> tuple[
-    float, int, dict[str, dict[str, float]], dict[str, tuple[float, str]], sona.SonaConfig, UserAdapterConfig
-]:
-    """Every choice, on validation cut from train; appends the validation section to ``out``."""
-    log, name = print, "choices"
-    val: dict[str, tuple[float, str]] = {}
-    ease_val = {lam: evaluate(EASE(catalog, lam).fit(tr), va, K)["ndcg"] for lam in (100, 400, 1500)}
-    lam = max(ease_val, key=ease_val.__getitem__)
-    val["EASE"] = (ease_val[lam], f"lambda={lam}")
-    knn_val = {n: evaluate(ItemKNN(catalog, n).fit(tr), va, K)["ndcg"] for n in (50, 200, 800)}
-    nb = max(knn_val, key=knn_val.__getitem__)
-    val["ItemKNN"] = (knn_val[nb], f"neighbors={nb}")
-    val["Pop"] = (evaluate(Pop(catalog).fit(tr), va, K)["ndcg"], "-")
-    log(name, "EASE", ease_val, "KNN", knn_val, flush=True)
-    seq: dict[str, dict[str, float]] = {}
-    for label, cls in (("SASRec", SASRec), ("GRU4Rec", GRU4Rec)):
-
-        def make(cls: type = cls, **kw: float) -> SASRec | GRU4Rec:
-            return cls(catalog, batch_size=args.seq_batch, seed=0, **kw)
-
-        t = time.perf_counter()
-        chosen, v, notes = _sequential_choice(make, tr, va, args.seq_epochs, args.seq_budget)
-        seq[label] = chosen
-        val[label] = (v, f"dropout={chosen['dropout']}, epochs={chosen['epochs']}")
-        log(name, label, notes, f"{time.perf_counter() - t:.0f}s", flush=True)
-    t = time.perf_counter()
-    base_cfg = sona.SonaConfig(progress=False, seed=0)
-    tune_events = train[~train["user_id"].astype(str).isin(new)]
-    tuned = tune(catalog, tune_events, base_cfg, lambdas=(float(lam),), tower_epochs=args.tower_epochs)
-    tune_s = time.perf_counter() - t
-    cfg = tuned.config
-    acfg = tuned.adapter_config
-    assert isinstance(acfg, UserAdapterConfig)
-    trials = tuned.trials
-    log(trials.sort_values("ndcg", ascending=False).head(8).to_string(), flush=True)
-    fus = trials[trials["stage"] == "fusion"]
-    ad = trials[trials["stage"] == "adapters"]
-    val["sona base"] = (float(fus["ndcg"].max()), _sona_text(cfg))
-    chosen_ad = ad[ad["params"] == f"target_fraction={acfg.target_fraction:g}, shrinkage={acfg.shrinkage:g}"]
-    val["sona + adapters"] = (float(chosen_ad["ndcg"].iloc[0]), _adapter_text(acfg))
-    out += [
-        "#### Validation (train only; what every choice was made on)",
-        "",
-        "| model | NDCG@10 validation | chosen |",
-        "|---|---:|---|",
-        *(f"| {m} | {v:.4f} | {c} |" for m, (v, c) in val.items()),
-        "",
-        f"sona tuned on the train events of the {events['user_id'].nunique() - len(new)} users not held "
-        f"out as new users ({len(tune_events)} events; their last 20% is the validation), "
-        f"{len(trials)} candidates, "
-        f"{tune_s:.0f} s. Adapter candidates (paired Δ NDCG@10 vs base ± SE, worst bucket in SEs):",
-        "",
-        *(
-            f"- {r.params}: {r.ndcg:.4f} ({r.delta:+.4f} ± {r.se:.4f}, "
-            f"worst bucket {r.worst_bucket_z:+.1f} SE)"
-            for r in ad.itertuples()
-        ),
-        "",
-    ]
-    return lam, nb, seq, val, cfg, acfg
-
-
-def _test(
-    catalog: sona.Catalog,
-    events: pd.DataFrame,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    new: set[str],
-    lam: float,
-    nb: int,
-    seq: dict[str, dict[str, float]],
-    val: dict[str, tuple[float, str]],
-    cfg: sona.SonaConfig,
-    acfg: UserAdapterConfig,
-    args: argparse.Namespace,
-    out: list[str],
-) -> list[str]:
-    """The test figures, once, with the choices made on validation."""
-    log, started = print, time.perf_counter()
-    rows, test_ndcg = [], {}
-
-    def measure(label: str, model: object, fit_events: pd.DataFrame, chosen: str) -> object:
-        t = time.perf_counter()
-        model.fit(fit_events)  # type: ignore[attr-defined]
-        secs = time.perf_counter() - t
-        m = evaluate(model, test, K)  # type: ignore[arg-type]
-        test_ndcg[label] = m["ndcg"]
-        rows.append(_metrics_row(label, m, secs, chosen))
-        log(rows[-1], flush=True)
-        return model
-
-    measure("Pop", Pop(catalog), train, "-")
-    measure("ItemKNN", ItemKNN(catalog, nb), train, val["ItemKNN"][1])
-    measure("EASE", EASE(catalog, lam), train, val["EASE"][1])
-    for label, cls in (("SASRec", SASRec), ("GRU4Rec", GRU4Rec)):
-        kw = seq[label]
-        model = cls(
-            catalog, batch_size=args.seq_batch, seed=0, dropout=kw["dropout"], epochs=int(kw["epochs"])
-        )
-        measure(label, model, train, val[label][1])
-    t = time.perf_counter()
-    engine = sona.Sona(catalog, cfg).fit(train)
-    fit_s = time.perf_counter() - t
-    m_base = evaluate(engine, test, K)
-    rows.append(_metrics_row("sona base", m_base, fit_s, val["sona base"][1]))
-    users = [str(u) for u in pd.unique(test["user_id"])]
-    t = time.perf_counter()
-    summary = train_adapters(engine, users, config=acfg)
-    ad_s = time.perf_counter() - t
-    m_ad = evaluate(engine, test, K)
-    rows.append(_metrics_row("sona + adapters", m_ad, fit_s + ad_s, val["sona + adapters"][1]))
-    test_ndcg["sona base"], test_ndcg["sona + adapters"] = m_base["ndcg"], m_ad["ndcg"]
-    others = {k: v for k, v in test_ndcg.items() if not k.startswith("sona")}
-    best_other = max(others, key=others.__getitem__)
-    ratio = m_ad["ndcg"] / others[best_other]
-    b_rows, b_stats = _bucket_rows(engine, users, train, test, set(summary.trained))
-    worst = min((d / se for _, _, d, se in b_stats.values() if se > 0), default=0.0)
-    out += [
-        "#### Test: temporal 80/20, full ranking, K=10",
-        "",
-        TABLE_HEADER,
-        *rows,
-        "",
-        f"sona + adapters / best other row ({best_other}): **{ratio:.3f}×** NDCG@10 (goal ≥ 1.10×). "
-        f"Adapters: {len(summary.trained)} kept of {len(users)} test users, trained in {ad_s:.1f} s.",
-        "",
-        "#### Adapters on existing users (test), per activity bucket (train events)",
-        "",
-        BUCKET_HEADER,
-        *b_rows,
-        "",
-        f"Worst bucket: {worst:+.2f} paired SE (goal: never below −1 SE).",
-        "",
-    ]
-
-    # --- new users ---------------------------------------------------------------------------
     base_ev = events[~events["user_id"].astype(str).isin(new)]
     newev = events[events["user_id"].astype(str).isin(new)].sort_values(
         ["user_id", "timestamp"], kind="stable"
     )
     pos = newev.groupby("user_id").cumcount()
     half = newev.groupby("user_id")["user_id"].transform("size") // 2
-    first, second = newev[pos < half], newev[pos >= half]
-    nu_rows = []
-    for label, model in (
-        ("Pop", Pop(catalog)),
-        ("EASE fold-in", EASE(catalog, lam)),
-        ("SASRec", SASRec(catalog, batch_size=args.seq_batch, seed=0, **_int_epochs(seq["SASRec"]))),
+    return {
+        "catalog": catalog, "events": events, "train": train, "test": test, "tr": tr, "va": va, "new": new,
+        "base_ev": base_ev, "first": newev[pos < half], "second": newev[pos >= half],
+    }  # fmt: skip
+
+
+def _m(m: dict[str, float]) -> list[float]:
+    return [m["ndcg"], m["recall"], m["precision"]]
+
+
+def part_classic(d: dict, args: argparse.Namespace) -> dict:
+    """Pop, ItemKNN, EASE: choices on validation, test once, new users."""
+    catalog, tr, va, train, test = d["catalog"], d["tr"], d["va"], d["train"], d["test"]
+    res: dict = {"val": {}, "test": {}, "new": {}}
+    ease_val = {lam: evaluate(EASE(catalog, lam).fit(tr), va, K)["ndcg"] for lam in (100, 400, 1500)}
+    lam = max(ease_val, key=ease_val.__getitem__)
+    knn_val = {n: evaluate(ItemKNN(catalog, n).fit(tr), va, K)["ndcg"] for n in (50, 200, 800)}
+    nb = max(knn_val, key=knn_val.__getitem__)
+    res["val"]["Pop"] = (evaluate(Pop(catalog).fit(tr), va, K)["ndcg"], "-")
+    res["val"]["ItemKNN"] = (knn_val[nb], f"neighbors={nb} of 50/200/800")
+    res["val"]["EASE"] = (ease_val[lam], f"lambda={lam} of 100/400/1500")
+    for label, model, chosen in (
+        ("Pop", Pop(catalog), "-"),
+        ("ItemKNN", ItemKNN(catalog, nb), res["val"]["ItemKNN"][1]),
+        ("EASE", EASE(catalog, lam), res["val"]["EASE"][1]),
     ):
-        model.fit(base_ev)
-        model.observe(first)
-        m = evaluate(model, second, K)
-        nu_rows.append(f"| {label} | {m['ndcg']:.4f} | {m['recall']:.4f} | {m['precision']:.4f} |")
-        log(nu_rows[-1], flush=True)
-    nu_engine = sona.Sona(catalog, cfg).fit(base_ev)
-    nu_engine.observe(first)
+        t = time.perf_counter()
+        model.fit(train)
+        secs = time.perf_counter() - t
+        res["test"][label] = [*_m(evaluate(model, test, K)), secs, chosen]
+        print(label, res["test"][label], flush=True)
+    for label, model in (("Pop", Pop(catalog)), ("EASE fold-in", EASE(catalog, lam))):
+        model.fit(d["base_ev"])
+        model.observe(d["first"])
+        res["new"][label] = _m(evaluate(model, d["second"], K))
+    return res
+
+
+def part_sequential(d: dict, args: argparse.Namespace, label: str) -> dict:
+    """SASRec or GRU4Rec: epochs on validation (CPU-time budget), test once, new users (SASRec)."""
+    cls = SASRec if label == "SASRec" else GRU4Rec
+    catalog = d["catalog"]
+    res: dict = {"val": {}, "test": {}, "new": {}}
+
+    def make(**kw: float) -> SASRec | GRU4Rec:
+        return cls(catalog, batch_size=args.seq_batch, seed=0, **kw)
+
+    chosen, v, notes = _sequential_choice(make, d["tr"], d["va"], args.seq_epochs, args.seq_budget)
+    text = f"dropout={chosen['dropout']}, epochs={chosen['epochs']} (validation curve {'; '.join(notes)})"
+    res["val"][label] = (v, text)
+    model = make(dropout=chosen["dropout"], epochs=int(chosen["epochs"]))
+    t = time.perf_counter()
+    model.fit(d["train"])
+    secs = time.perf_counter() - t
+    res["test"][label] = [
+        *_m(evaluate(model, d["test"], K)),
+        secs,
+        f"dropout={chosen['dropout']}, epochs={chosen['epochs']}",
+    ]
+    print(label, res["test"][label], flush=True)
+    if args.new_user_sequential:
+        model = make(dropout=chosen["dropout"], epochs=int(chosen["epochs"]))
+        model.fit(d["base_ev"])
+        model.observe(d["first"])
+        res["new"][label] = _m(evaluate(model, d["second"], K))
+    return res
+
+
+def part_sona(d: dict, args: argparse.Namespace) -> dict:
+    """sona base and + adapters: tune() on validation, test once, per-bucket adapter effect, new users."""
+    catalog, train, test, new = d["catalog"], d["train"], d["test"], d["new"]
+    res: dict = {"val": {}, "test": {}, "new": {}, "lines": {}}
+    t = time.perf_counter()
+    tune_events = train[~train["user_id"].astype(str).isin(new)]
+    lambdas = tuple(args.lam) if args.lam else (100.0, 400.0, 1500.0)
+    tuned = tune(
+        catalog, tune_events, sona.SonaConfig(progress=False, seed=0), lambdas=lambdas,
+        tower_epochs=args.tower_epochs, rounds=2,
+    )  # fmt: skip
+    tune_s = time.perf_counter() - t
+    cfg, acfg = tuned.config, tuned.adapter_config
+    assert isinstance(acfg, UserAdapterConfig)
+    trials = tuned.trials
+    fus, ad = trials[trials["stage"] == "fusion"], trials[trials["stage"] == "adapters"]
+    res["val"]["sona base"] = (float(fus["ndcg"].max()), _sona_text(cfg))
+    pick = ad[ad["params"] == f"target_fraction={acfg.target_fraction:g}, shrinkage={acfg.shrinkage:g}"]
+    res["val"]["sona + adapters"] = (float(pick["ndcg"].iloc[0]), _adapter_text(acfg))
+    res["lines"]["tune"] = [
+        f"sona tuned by `sona.tune` on the train events of the users not held out as new users "
+        f"({len(tune_events)} events; their last 20% is the validation): {len(fus)} fusion candidates by "
+        f"coordinate ascent, ease_lambda from {lambdas}, {tune_s:.0f} s. Adapter candidates "
+        "(paired Δ NDCG@10 vs base ± SE, worst bucket in SEs):",
+        "",
+        *(
+            f"- {r.params}: {r.ndcg:.4f} ({r.delta:+.4f} ± {r.se:.4f}, "
+            f"worst bucket {r.worst_bucket_z:+.1f} SE)"
+            for r in ad.itertuples()
+        ),
+    ]
+    print("\n".join(res["lines"]["tune"]), res["val"], flush=True)
+    t = time.perf_counter()
+    engine = sona.Sona(catalog, cfg).fit(train)
+    fit_s = time.perf_counter() - t
+    res["test"]["sona base"] = [*_m(evaluate(engine, test, K)), fit_s, res["val"]["sona base"][1]]
+    users = [str(u) for u in pd.unique(test["user_id"])]
+    t = time.perf_counter()
+    summary = train_adapters(engine, users, config=acfg)
+    ad_s = time.perf_counter() - t
+    res["test"]["sona + adapters"] = [
+        *_m(evaluate(engine, test, K)),
+        fit_s + ad_s,
+        res["val"]["sona + adapters"][1],
+    ]
+    print(res["test"], flush=True)
+    rows, stats = _bucket_rows(engine, users, train, test, set(summary.trained))
+    worst = min((dd / se for _, _, dd, se in stats.values() if se > 0), default=0.0)
+    res["lines"]["buckets"] = [
+        f"Adapters: {len(summary.trained)} kept of {len(users)} test users, trained in {ad_s:.1f} s.",
+        "",
+        BUCKET_HEADER,
+        *rows,
+        "",
+        f"Worst bucket: {worst:+.2f} paired SE (goal: never below −1 SE).",
+    ]
+    nu = sona.Sona(catalog, cfg).fit(d["base_ev"])
+    nu.observe(d["first"])
+    second = d["second"]
     new_users = [str(u) for u in pd.unique(second["user_id"])]
-    nu_summary = train_adapters(nu_engine, new_users, config=acfg)
+    nu_summary = train_adapters(nu, new_users, config=acfg)
+    rel = second[["user_id", "content_id"]]
     for use, label in ((False, "sona base (observe)"), (True, "sona + adapters (observe)")):
-        recs = nu_engine.recommend_batch(new_users, k=K, exclude_watched=True, explore=False, use_adapter=use)
-        m = ranking_metrics(recs, second[["user_id", "content_id"]], K, len(catalog))
-        nu_rows.append(f"| {label} | {m['ndcg']:.4f} | {m['recall']:.4f} | {m['precision']:.4f} |")
-    nb_rows, nb_stats = _bucket_rows(nu_engine, new_users, first, second, set(nu_summary.trained))
-    lift = nb_stats["all users"][1] / nb_stats["all users"][0] - 1
-    out += [
+        recs = nu.recommend_batch(new_users, k=K, exclude_watched=True, explore=False, use_adapter=use)
+        res["new"][label] = _m(ranking_metrics(recs, rel, K, len(catalog)))
+    nrows, nstats = _bucket_rows(nu, new_users, d["first"], second, set(nu_summary.trained))
+    lift = nstats["all users"][1] / nstats["all users"][0] - 1
+    res["lines"]["new_buckets"] = [
+        f"Adapters: {len(nu_summary.trained)} kept of {len(new_users)} new users. Per activity bucket "
+        "(observed events):",
+        "",
+        BUCKET_HEADER,
+        *nrows,
+        "",
+        f"New-user adapter lift: **{lift:+.1%}** NDCG@10 (goal ≥ +5%).",
+    ]
+    print("\n".join(res["lines"]["buckets"] + res["lines"]["new_buckets"]), flush=True)
+    return res
+
+
+def assemble(d: dict, name: str, parts: list[dict]) -> list[str]:
+    """One section per dataset from the parts' results."""
+    val, test, new, lines = {}, {}, {}, {}
+    for p in parts:
+        val.update(p["val"])
+        test.update(p["test"])
+        new.update(p["new"])
+        lines.update(p.get("lines", {}))
+    events, catalog = d["events"], d["catalog"]
+    order = ["Pop", "ItemKNN", "EASE", "SASRec", "GRU4Rec", "sona base", "sona + adapters"]
+    others = {k: v[0] for k, v in test.items() if not k.startswith("sona")}
+    best = max(others, key=others.__getitem__) if others else None
+    ratio = test["sona + adapters"][0] / others[best] if best and "sona + adapters" in test else float("nan")
+    out = [
+        f"### {name}: {events['user_id'].nunique()} users, {len(catalog)} titles, {len(events)} events",
+        "",
+        f"train {len(d['train'])}, test {len(d['test'])}; validation cut from train: "
+        f"{len(d['tr'])} / {len(d['va'])}.",
+        "",
+        "#### Validation (train only; what every choice was made on)",
+        "",
+        "| model | NDCG@10 validation | chosen |",
+        "|---|---:|---|",
+        *(f"| {m} | {val[m][0]:.4f} | {val[m][1]} |" for m in order if m in val),
+        "",
+        *lines.get("tune", []),
+        "",
+        "#### Test: temporal 80/20, full ranking, K=10",
+        "",
+        TABLE_HEADER,
+        *(
+            _metrics_row(
+                m,
+                dict(zip(("ndcg", "recall", "precision"), test[m][:3], strict=True)),
+                test[m][3],
+                test[m][4],
+            )
+            for m in order
+            if m in test
+        ),
+        "",
+        f"sona + adapters / best other row ({best}): **{ratio:.3f}×** NDCG@10 (goal ≥ 1.10×).",
+        "",
+        "#### Adapters on existing users (test), per activity bucket (train events)",
+        "",
+        *lines.get("buckets", []),
+        "",
         "#### New users via observe()",
         "",
-        f"{len(new)} new users (fixed seed 0) held out of fit; {len(first)} events observed "
-        f"(first half of each history), {len(second)} test events; models fitted on the other users' "
-        f"{len(base_ev)} events. "
-        f"Adapters: {len(nu_summary.trained)} kept of {len(new_users)}.",
+        f"{len(d['new'])} new users (fixed seed 0) held out of fit; {len(d['first'])} events observed (first "
+        f"half of each history), {len(d['second'])} test events; models fitted on the other users' "
+        f"{len(d['base_ev'])} events.",
         "",
         "| model | NDCG@10 | Recall@10 | Precision@10 |",
         "|---|---:|---:|---:|",
-        *nu_rows,
+        *(f"| {m} | {v[0]:.4f} | {v[1]:.4f} | {v[2]:.4f} |" for m, v in new.items()),
         "",
-        "Per activity bucket (observed events):",
-        "",
-        BUCKET_HEADER,
-        *nb_rows,
-        "",
-        f"New-user adapter lift: **{lift:+.1%}** NDCG@10 (goal ≥ +5%).",
-        "",
-        f"(test part took {time.perf_counter() - started:.0f} s.)",
+        *lines.get("new_buckets", []),
         "",
     ]
     return out
 
 
-def _int_epochs(kw: dict[str, float]) -> dict[str, float | int]:
-    return {"dropout": kw["dropout"], "epochs": int(kw["epochs"])}
-
-
 def _sona_text(cfg: sona.SonaConfig) -> str:
     return (
         f"ease_lambda={cfg.ease_lambda:g}, epochs={cfg.epochs}, w_tower={cfg.w_tower:g}, "
-        f"w_content={cfg.w_content:g}, w_genre={cfg.w_genre:g}, w_popularity={cfg.w_popularity:g}"
+        f"w_content={cfg.w_content:g}, w_genre={cfg.w_genre:g}, w_popularity={cfg.w_popularity:g}, "
+        f"w_sequential={cfg.w_sequential:g}"
     )
 
 
@@ -387,43 +371,66 @@ def _adapter_text(cfg: UserAdapterConfig) -> str:
     return f"target_fraction={cfg.target_fraction:g}, shrinkage={cfg.shrinkage:g}"
 
 
+PARTS = ("classic", "SASRec", "GRU4Rec", "sona")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", type=Path, help="MovieLens directory (repeatable)")
+    ap.add_argument("--data", type=Path, default=DATASETS / "ml-100k", help="MovieLens directory")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--validation-only", action="store_true", help="stop after the choices on validation")
+    ap.add_argument(
+        "--part",
+        choices=(*PARTS, "all", "assemble"),
+        default="all",
+        help="run one group of rows and save it to --parts-dir (parallel processes on a shared "
+        "machine), or assemble the saved parts into the section; 'all' runs every part in turn",
+    )
+    ap.add_argument("--parts-dir", type=Path, default=Path("/tmp/sona-quality-parts"))
     ap.add_argument("--seq-epochs", type=int, default=60, help="most epochs of SASRec/GRU4Rec")
     ap.add_argument(
         "--seq-budget", type=float, default=150.0, help="CPU seconds per SASRec/GRU4Rec tuning fit"
     )
     ap.add_argument("--seq-batch", type=int, default=128)
-    ap.add_argument("--tower-epochs", type=int, nargs="+", default=None, help="tower epoch candidates")
+    ap.add_argument("--new-user-sequential", action="store_true", help="also SASRec/GRU4Rec on new users")
     ap.add_argument(
-        "--choices",
-        type=Path,
-        default=None,
-        help="JSON file: a --validation-only run writes its choices there; a later run reads them "
-        "(per dataset) and only measures the test figures",
+        "--lam", type=float, nargs="+", default=None, help="ease_lambda candidates of sona's tune"
     )
+    ap.add_argument("--tower-epochs", type=int, nargs="+", default=None, help="tower epoch candidates")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_at_start = loadavg()
-    paths = args.data or [DATASETS / "ml-100k", DATASETS / "ml-latest-small"]
-    for path in paths:
-        name, out = run(path, args)
-        text = "\n".join(out)
-        print(text, flush=True)
-        if not args.no_record:
-            kind = "validation only" if args.validation_only else "validation choices, test once"
-            append_section(
-                f"Quality on {name} (`benchmarks/quality.py`, {kind})",
-                out,
-                notes=[f"torch {torch.__version__}"],
-                torch_threads=args.threads,
-                load_at_start=load_at_start,
-            )
-        load_at_start = loadavg()
+    d = _data(args.data)
+    name = args.data.name
+    args.parts_dir.mkdir(parents=True, exist_ok=True)
+    todo = PARTS if args.part == "all" else (() if args.part == "assemble" else (args.part,))
+    for part in todo:
+        t = time.perf_counter()
+        if part == "classic":
+            res = part_classic(d, args)
+        elif part == "sona":
+            res = part_sona(d, args)
+        else:
+            res = part_sequential(d, args, part)
+        res["seconds"] = time.perf_counter() - t
+        (args.parts_dir / f"{name}.{part}.json").write_text(json.dumps(res, indent=1))
+    if args.part not in ("all", "assemble"):
+        return
+    parts = [json.loads(p.read_text()) for p in sorted(args.parts_dir.glob(f"{name}.*.json"))]
+    out = assemble(d, name, parts)
+    print("\n".join(out), flush=True)
+    if not args.no_record:
+        append_section(
+            f"Quality on {name} (`benchmarks/quality.py`)",
+            out,
+            notes=[
+                f"torch {torch.__version__}",
+                "parts run as parallel processes (--part), then --part assemble; choices on validation, "
+                "test figures once",
+            ],
+            torch_threads=args.threads,
+            load_at_start=load_at_start,
+        )
 
 
 if __name__ == "__main__":
