@@ -25,7 +25,7 @@ from serving._auth import SERVICE_SCOPE, AuthError, ForbiddenError, Principal, d
 from serving._errors import bearer_principal, install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
-from serving._metrics import JWT_FAILURES
+from serving._metrics import BENTOML_METRICS_OFF, JWT_FAILURES, install_metrics_route
 from serving._openapi import document, errors
 from serving._schemas import StrictFloat, StrictInt, json_integer
 from serving._shell import NewlinePaths
@@ -279,9 +279,10 @@ def build_index(embedder: Embedder, catalog: Catalog, engine: Sona | None) -> Se
 
 
 _edge = guard(app)
+install_metrics_route(app)
 
 
-@bentoml.service(name="sona-discovery", traffic={"timeout": 10})
+@bentoml.service(name="sona-discovery", traffic={"timeout": 10}, metrics=BENTOML_METRICS_OFF)
 @bentoml.asgi_app(app, path="/")
 class Discovery:
     """BentoML service: builds the index from the stored catalog once, then serves search.

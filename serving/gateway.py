@@ -42,6 +42,7 @@ from serving import discovery, playback
 from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document
 from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
@@ -183,9 +184,11 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
 
 _shell = make_shell()
 _edge = guard(_shell)
+install_metrics_route(_shell)
 
 
-@bentoml.service(name="sona-gateway", traffic={"timeout": 60})  # workers: sona serve --workers
+# workers: sona serve --workers
+@bentoml.service(name="sona-gateway", traffic={"timeout": 60}, metrics=BENTOML_METRICS_OFF)
 @bentoml.asgi_app(_shell, path="/")
 class Gateway:
     """SONA + playback + discovery in one process and one port; settings from the environment."""

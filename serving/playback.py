@@ -51,6 +51,7 @@ from serving._auth import Principal, authorize, resolve_jwt_secret
 from serving._errors import REQUEST_ID_HEADER, bearer_principal, install_error_handlers, request_id
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document, errors
 from serving._shell import NewlinePaths, make_shell
 from serving._titles import KnownTitles
@@ -308,9 +309,10 @@ def build_app(settings: Settings) -> FastAPI:
 
 _shell = make_shell()
 _edge = guard(_shell)
+install_metrics_route(_shell)
 
 
-@bentoml.service(name="playback", traffic={"timeout": 10})
+@bentoml.service(name="playback", traffic={"timeout": 10}, metrics=BENTOML_METRICS_OFF)
 @bentoml.asgi_app(_shell, path="/")
 class PlaybackService:
     """Playback sessions over HTTP; configuration comes from the environment (``sona.load_settings``)."""

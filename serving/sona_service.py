@@ -24,6 +24,7 @@ import bentoml  # noqa: E402
 from serving._api import attach_state, create_app
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._shell import NewlinePaths
 from serving._state import ServiceState, build_state
 from sona import load_settings
@@ -32,9 +33,10 @@ __all__ = ["SonaService", "app"]
 
 app = create_app()
 _edge = guard(app)
+install_metrics_route(app)
 
 
-@bentoml.service(name="sona", traffic={"timeout": 60})
+@bentoml.service(name="sona", traffic={"timeout": 60}, metrics=BENTOML_METRICS_OFF)
 @bentoml.asgi_app(app, path="/")
 class SonaService:
     """Loads settings, database, engine and training worker once per process."""

@@ -233,7 +233,7 @@ def test_metrics_survive_another_bentoml_server_wiping_the_shared_home(server: S
 
 
 @pytest.mark.slow
-def test_sync_latency_moves_on_the_servers_metrics(server: Server) -> None:
+def test_sync_latency_moves_and_no_metric_is_labelled_with_a_session_id(server: Server) -> None:
     body = {"user_id": server.user, "content_id": server.title, "device_id": "tv", "duration_seconds": 600}
     created = httpx.post(f"{server.base}/api/v1/sessions", json=body, headers=server.headers(), timeout=30)
     assert created.status_code == 201, created.text
@@ -251,6 +251,13 @@ def test_sync_latency_moves_on_the_servers_metrics(server: Server) -> None:
         assert time.monotonic() < deadline, "sync latency histogram did not move"
         time.sleep(0.2)
     assert server.sync_hits
+    # No time series per session: a label holding the session id grew memory without bound.
+    deleted = httpx.delete(f"{server.base}/api/v1/sessions/{sid}", headers=server.headers(), timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    metrics = httpx.get(f"{server.base}/metrics", timeout=10).text
+    assert sid not in metrics
+    template = "/api/v1/sessions/{session_id}/position"
+    assert f'sona_http_requests_total{{endpoint="{template}",status="200"}}' in metrics
 
 
 @pytest.mark.slow
