@@ -53,11 +53,16 @@ def launch(
     at ``ready_path`` within ``timeout`` seconds.
     """
     port = port or free_port(host)
+    # A private BENTOML_HOME unless ``env`` names one: BentoML wipes
+    # $BENTOML_HOME/prometheus_multiproc_dir whenever a server starts, so servers sharing
+    # ~/bentoml (parallel tests, benchmarks) would erase each other's /metrics.
+    home = tempfile.TemporaryDirectory(prefix="sona-bentoml-")
     full_env = {
         **{k: v for k, v in os.environ.items() if k not in drop_env},
         "BENTOML_DO_NOT_TRACK": "True",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "BENTOML_HOME": home.name,
         **env,
     }
     bentoml = Path(sys.executable).with_name("bentoml")
@@ -71,6 +76,7 @@ def launch(
         yield proc, base
     finally:
         _stop(proc)
+        home.cleanup()
 
 
 @contextmanager
