@@ -294,7 +294,7 @@ class Discovery:
     def __init__(self) -> None:
         from serving._auth import resolve_jwt_secret
         from sona import load_settings
-        from sona.search import MiniLMEmbedder
+        from sona.search import CachedEmbedder, MiniLMEmbedder
         from sona.storage import Storage
 
         with stop_on_config_error():
@@ -303,7 +303,8 @@ class Discovery:
         engine = Sona.load(settings.engine_dir) if settings.engine_dir.exists() else None
         # One pool for the service's life: every refresh reads the catalog through it.
         self.storage = Storage.from_settings(settings)
-        self.index = build_index(MiniLMEmbedder(), self.storage.load_catalog(), engine)
+        embedder = CachedEmbedder(MiniLMEmbedder(), settings.data_dir / "title-vectors")  # kept on restart
+        self.index = build_index(embedder, self.storage.load_catalog(), engine)
         secret = resolve_jwt_secret(settings)
         configure(app, index=self.index, jwt_secret=secret, catalog_loader=self.storage.load_catalog)
         _edge.apply(settings, secret, app)

@@ -48,7 +48,7 @@ from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
 from sona import Settings, UserProfile, load_settings
-from sona.search import MiniLMEmbedder, SearchIndex
+from sona.search import CachedEmbedder, MiniLMEmbedder, SearchIndex
 
 __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
 
@@ -157,7 +157,9 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
         namespace=redis_namespace,
         known_titles=KnownTitles(state.storage.load_catalog),
     )
-    index = discovery.build_index(MiniLMEmbedder(), state.engine.catalog, state.engine)
+    # title vectors persist in the data dir: a restart encodes only titles it has not seen
+    embedder = CachedEmbedder(MiniLMEmbedder(), settings.data_dir / "title-vectors")
+    index = discovery.build_index(embedder, state.engine.catalog, state.engine)
     search_app = discovery.create_app(index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
     app = compose(sona_api.create_app(state), playback_app, search_app)
 

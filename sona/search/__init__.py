@@ -13,10 +13,12 @@ from sona.search._people import is_opaque_person_id, readable_people
 from sona.search._personalize import EnginePersonalizer, GenreAffinityPersonalizer, Personalizer
 from sona.search._results import Facets, SearchHit, SearchPage
 from sona.search._trigrams import TrigramIndex, char_trigrams
+from sona.search._vector_cache import CachedEmbedder
 from sona.search._vectors import VectorSearch, hnswlib_available
 
 __all__ = [
     "CONTENT_RATINGS",
+    "CachedEmbedder",
     "DEFAULT_VARIANTS",
     "MAX_PAGE_SIZE",
     "Embedder",
