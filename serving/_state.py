@@ -44,6 +44,16 @@ logger = logging.getLogger("serving.state")
 DEFAULT_TTL_SECONDS = 300
 
 
+def _compare_scores(tuned: float, base: float) -> str:
+    """'held-out score A does not beat (or ties) the base model's B', with digits enough to tell A from B."""
+    if tuned == base:
+        return f"held-out score {tuned:.4f} ties the base model's (an adapter must beat it)"
+    digits = 4
+    while f"{tuned:.{digits}f}" == f"{base:.{digits}f}" and digits < 17:
+        digits += 1
+    return f"held-out score {tuned:.{digits}f} does not beat the base model's {base:.{digits}f}"
+
+
 @dataclass(slots=True)
 class ServiceState:
     """Everything the endpoints share.
@@ -137,9 +147,7 @@ class ServiceState:
         if user_id not in summary.trained or row.empty:
             base = float(row["holdout_base"].iloc[0]) if not row.empty else float("nan")
             tuned = float(row["holdout_adapter"].iloc[0]) if not row.empty else float("nan")
-            raise TrainingRejectedError(
-                f"adapter not kept: held-out score {tuned:.4f} does not beat the base model's {base:.4f}"
-            )
+            raise TrainingRejectedError(f"adapter not kept: {_compare_scores(tuned, base)}")
         version = row["version"].iloc[0]
         return TrainingOutcome(
             events_used=int(row["n_events"].iloc[0]),
