@@ -20,6 +20,8 @@ seconds shown. Figures are from one run, side by side.
 
 Run: nice .venv/bin/python benchmarks/scale.py [--events 250000,1000000,3000000]
      [--titles 5000,10000,30000] [--no-record]
+     nice .venv/bin/python benchmarks/scale.py --step-cost 5000,20000,60000 --titles 5000,10000,30000
+     (per-step cost of the base-model training alone, sizes interleaved: robust to a changing load)
 """
 
 from __future__ import annotations
@@ -163,6 +165,77 @@ def child_prepare(args: argparse.Namespace) -> dict[str, object]:
     return {"users": args.users}
 
 
+def step_cost(users_list: list[int], titles_list: list[int], rounds: int) -> str:
+    """Base-model seconds per training step on random CSR inputs, sizes interleaved in rounds.
+
+    One epoch per size through :func:`sona.models.train_base_model` (no pandas,
+    no other fit stages); the sizes alternate, so a change in the machine's load
+    hits all of them alike. Medians over ``rounds``.
+    """
+    import scipy.sparse as sp
+    import torch
+    import torch._dynamo  # noqa: F401
+
+    from sona.models import BaseModelParams, train_base_model
+
+    torch.set_num_threads(1)
+    params = BaseModelParams(
+        dim=64,
+        hidden_dim=256,
+        epochs=1,
+        batch_size=128,
+        lr=3e-3,
+        weight_decay=1e-4,
+        input_dropout=0.3,
+        cut_low=0.5,
+        reconstruct_share=0.3,
+        softmax_candidates=2048,
+        seed=0,
+        progress=False,
+        threads=1,
+    )
+
+    def inputs(users: int, items: int, per: int = 50):  # noqa: ANN202
+        rng = np.random.default_rng(0)
+        rows = np.repeat(np.arange(users), per)
+        w = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, rng.integers(0, items, len(rows)))), shape=(users, items)
+        )
+        w.sum_duplicates()
+        o = w.copy()
+        o.data = rng.random(len(o.data)).astype(np.float32)
+        feats = sp.random(items, 26, density=0.1, format="csr", dtype=np.float32, random_state=0)
+        return w, o, np.zeros((users, 5), np.float32), feats
+
+    sizes = [(u, 5000) for u in users_list] + [(5000, t) for t in titles_list if t != 5000]
+    data = {sz: inputs(*sz) for sz in sizes}
+    per_step: dict[tuple[int, int], list[float]] = {sz: [] for sz in sizes}
+    for _ in range(rounds):
+        for sz in sizes:
+            t0 = time.perf_counter()
+            train_base_model(*data[sz], params)
+            per_step[sz].append((time.perf_counter() - t0) / math.ceil(sz[0] / params.batch_size))
+    med = {sz: float(np.median(v)) * 1000 for sz, v in per_step.items()}
+    lines = [
+        "### Base-model training cost per step (interleaved, median of rounds)",
+        "",
+        f"Random inputs, 50 titles per user, batch 128 users, {params.softmax_candidates} candidates, "
+        f"{rounds} rounds. An epoch is users/128 steps, so constant ms/step = cost linear in users (events).",
+        "",
+        "| users | titles | events | ms/step | s/epoch |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for (u, t), ms in med.items():
+        lines.append(f"| {u} | {t} | {u * 50} | {ms:.1f} | {ms * math.ceil(u / 128) / 1000:.1f} |")
+    ev = [(u * 50, med[(u, 5000)] * math.ceil(u / 128)) for u in users_list]
+    ti = [(t, med[(5000, t)]) for t in titles_list]
+    lines.append(
+        f"\nGrowth exponent of epoch seconds in events: {_slope(*map(list, zip(*ev, strict=True))):.2f}; "
+        f"in titles (events fixed): {_slope(*map(list, zip(*ti, strict=True))):.2f}."
+    )
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------- parent
 def _run(argv: list[str], timeout: float) -> dict[str, object] | None:
     cmd = ["nice", "-n", "5", sys.executable, str(Path(__file__).resolve()), "--child", *argv]
@@ -200,10 +273,29 @@ def main() -> None:
     ap.add_argument("--adapter-users", type=int, default=2000)
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument(
+        "--step-cost",
+        metavar="USERS",
+        help="only the interleaved per-step measurement: users list (titles from --titles), e.g. 20000,60000",
+    )
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     from _report import append_section, loadavg
 
     load0 = loadavg()
+    if args.step_cost:
+        text = step_cost(
+            [int(x) for x in args.step_cost.split(",")], [int(x) for x in args.titles.split(",")], args.rounds
+        )
+        print(text)
+        if not args.no_record:
+            append_section(
+                "Scale: base-model step cost (benchmarks/scale.py --step-cost)",
+                text,
+                torch_threads=1,
+                load_at_start=load0,
+            )
+        return
     try:
         import implicit  # noqa: F401
 
