@@ -4,7 +4,7 @@ Scoring. Every title is a candidate; each source gives a (users × titles)
 score block and the blocks are fused linearly after per-user standardization:
 
 =================  =========================================================
-collaborative      item-item model (EASE, or ItemKNN for large catalogs) applied
+collaborative      item-item model (EASE; sparse EASE for large catalogs) applied
                    to the user's engagement x decay row: ``x_u @ B``
 tower              the learned user tower on the preference vector (LoRA point)
 content            cosine of the preference vector and each title's content embedding
