@@ -109,6 +109,9 @@ class TrainingQueue:
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
         self._idle = threading.Event()
+        # Bumped by every submit: a claim that began before a submit cannot declare the worker idle.
+        self._submitted = 0
+        self._lock = threading.Lock()
 
     def start(self) -> TrainingQueue:
         if self._thread is None or not self._thread.is_alive():
@@ -140,7 +143,9 @@ class TrainingQueue:
             at a time per user, so nobody can fill the queue (forced or not).
         """
         job = self._store.create_job(user_id, force=force)
-        self._idle.clear()
+        with self._lock:
+            self._submitted += 1
+            self._idle.clear()
         self._wakeup.set()
         return job.job_id
 
@@ -152,6 +157,8 @@ class TrainingQueue:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wakeup.clear()
+            with self._lock:
+                seen = self._submitted
             try:
                 job = self._store.claim_job(
                     self.owner, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts
@@ -160,7 +167,9 @@ class TrainingQueue:
                 logger.exception("could not claim a training job; retrying in %.1f s", self.poll_seconds)
                 job = None
             if job is None:
-                self._idle.set()
+                with self._lock:
+                    if seen == self._submitted:
+                        self._idle.set()
                 self._wakeup.wait(self.poll_seconds)
                 continue
             self._idle.clear()
