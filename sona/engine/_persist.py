@@ -27,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +61,8 @@ __all__ = [
     "write_atomic",
     "write_engine",
 ]
+
+logger = logging.getLogger("sona.engine")
 
 _T = TypeVar("_T")
 
@@ -287,13 +290,22 @@ def _meta(path: Path) -> dict[str, Any]:
     model_id = meta.get("model_id")
     return {
         "model_id": str(model_id) if model_id else None,
-        "config": SonaConfig(**meta["config"]),
+        "config": _config(path, meta["config"]),
         "tower": {k: int(meta["tower"][k]) for k in ("in_dim", "hidden_dim", "out_dim")},
         "users": np.array([str(u) for u in meta["users"]], dtype=object),
         "calibration": (
             None if calib is None else PlattScaling(float(calib["slope"]), float(calib["intercept"]))
         ),
     }
+
+
+def _config(path: Path, saved: dict[str, Any]) -> SonaConfig:
+    """The saved config; settings a later release dropped are ignored (with a warning), not fatal."""
+    known = {f.name for f in fields(SonaConfig)}
+    dropped = sorted(set(saved) - known)
+    if dropped:
+        logger.warning("%s: ignoring settings this release no longer has: %s", path, ", ".join(dropped))
+    return SonaConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 def _catalog(path: Path) -> Catalog:

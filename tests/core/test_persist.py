@@ -94,6 +94,20 @@ def test_inconsistent_files_raise_storage_error(saved: Path, tmp_path: Path, edi
         sona.Sona.load(broken)
 
 
+def test_a_setting_a_later_release_dropped_does_not_stop_loading(
+    saved: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    older = _copy(saved, tmp_path / "older")
+    meta = json.loads((older / "engine.json").read_text())
+    meta["config"]["dense_collab_max_items"] = 5000  # a setting of an earlier release
+    (older / "engine.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="sona.engine"):
+        loaded = sona.Sona.load(older)
+    assert "dense_collab_max_items" in caplog.text
+    assert loaded.config == sona.Sona.load(saved).config
+    assert loaded.recommend(loaded.users_[0], k=3)
+
+
 def test_missing_npz_member_raises_storage_error(saved: Path, tmp_path: Path) -> None:
     broken = _copy(saved, tmp_path / "broken")
     with np.load(saved / "history.npz") as hist:
