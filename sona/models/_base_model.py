@@ -59,7 +59,7 @@ from sona.models._tower import TowerScorer, UserTower
 
 __all__ = ["BaseModelParams", "TrainedBase", "train_base_model"]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +128,64 @@ class _Features:
         return self.full if items is None else self._bags(items.numpy())
 
 
-def _table(free: torch.Tensor, w: torch.Tensor, feats: _Features, items: torch.Tensor | None) -> torch.Tensor:
-    """Rows ``items`` of ``free + F @ w`` (all rows for None)."""
+def _table(rows: torch.Tensor, w: torch.Tensor, feats: _Features, items: torch.Tensor | None) -> torch.Tensor:
+    """``rows + (F @ w)[items]``: ``rows`` are the free embeddings of ``items`` (all titles for None)."""
     idx, off, val = feats.rows(items)
-    mixed = F.embedding_bag(idx, w, off, mode="sum", per_sample_weights=val)
-    return (free if items is None else free[items]) + mixed
+    return rows + F.embedding_bag(idx, w, off, mode="sum", per_sample_weights=val)
+
+
+class _RowAdam:
+    """Adam with decoupled weight decay on the rows a step touched (lazy, as TF's LazyAdam).
+
+    The sampled objective touches a bounded set of titles per step; a dense
+    AdamW would still read and write every title's moments each step, the one
+    cost that grew with the catalog. The step count for bias correction is global.
+    """
+
+    def __init__(self, tables: list[nn.Parameter], lr: float, weight_decay: float) -> None:
+        self.tables = tables
+        self.lr, self.wd, self.b1, self.b2, self.eps = (
+            lr,
+            weight_decay,
+            0.9,
+            0.999,
+            1e-8,
+        )
+        self.m = [torch.zeros_like(t) for t in tables]
+        self.v = [torch.zeros_like(t) for t in tables]
+        self.t = 0
+        self.pending: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+    def leaves(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Trainable copies of the tables' ``rows``; their gradients feed :meth:`step`."""
+        out = [t.detach()[rows].requires_grad_() for t in self.tables]
+        self.pending = (rows, out)
+        return out
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.pending is None:
+            return
+        rows, leaves = self.pending
+        self.pending = None
+        self.t += 1
+        c1, c2 = 1.0 - self.b1**self.t, 1.0 - self.b2**self.t
+        for p, m, v, leaf in zip(self.tables, self.m, self.v, leaves, strict=True):
+            if leaf.grad is None:
+                continue
+            g = leaf.grad
+            mr = m[rows].mul_(self.b1).add_(g, alpha=1.0 - self.b1)
+            vr = v[rows].mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            m[rows], v[rows] = mr, vr
+            pr = p.data[rows].mul_(1.0 - self.lr * self.wd)
+            pr.addcdiv_(mr / c1, (vr / c2).sqrt_().add_(self.eps), value=-self.lr)
+            p.data[rows] = pr
+
+    def state_dict(self) -> dict[str, object]:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.m, self.v, self.t = state["m"], state["v"], int(state["t"])  # type: ignore[assignment, call-overload]
 
 
 @dataclass(slots=True)
@@ -237,7 +290,13 @@ def _fingerprint(events: _Events, side: npt.NDArray[np.float32], feats: _Feature
     h = hashlib.blake2b(digest_size=16)
     keep = {k: v for k, v in asdict(p).items() if k not in ("progress", "threads")}
     h.update(repr(sorted(keep.items())).encode())
-    for a in (events.indptr, events.item.numpy(), events.weight.numpy(), events.order.numpy(), side):
+    for a in (
+        events.indptr,
+        events.item.numpy(),
+        events.weight.numpy(),
+        events.order.numpy(),
+        side,
+    ):
         h.update(np.ascontiguousarray(a).tobytes())
     for a in (feats.csr.indptr, feats.csr.indices, feats.csr.data):
         h.update(np.ascontiguousarray(a).tobytes())
@@ -274,8 +333,13 @@ def _step_loss(
     q: torch.Tensor | None,
     params: BaseModelParams,
     gen: torch.Generator,
+    lazy: _RowAdam | None = None,
 ) -> torch.Tensor | None:
-    """Mean over the batch's users of -log p(later title | earlier titles); None if nothing to learn."""
+    """Mean over the batch's users of -log p(later title | earlier titles); None if nothing to learn.
+
+    With ``lazy`` (sampled softmax, one process) the free embeddings and biases of
+    the titles the step touches are leaves that ``lazy`` updates; else the full tables.
+    """
     n_items = net.bias.shape[0]
     idx, row = events.batch(users)
     item, w, pos = events.item[idx], events.weight[idx], events.order[idx]
@@ -309,15 +373,25 @@ def _step_loss(
         col = slot[item]
         hit = col >= 0
         hit_row, hit_col = row[hit], col[hit]
-    e_in = _table(net.free_in, net.w_in, feats, needed)
-    e_out = _table(net.free_out, net.w_out, feats, needed)
+    if needed is None:
+        free_in, free_out, bias = net.free_in, net.free_out, net.bias
+    elif lazy is not None:
+        free_in, free_out, bias = lazy.leaves(needed)
+    else:
+        free_in, free_out, bias = (
+            net.free_in[needed],
+            net.free_out[needed],
+            net.bias[needed],
+        )
+    e_in = _table(free_in, net.w_in, feats, needed)
+    e_out = _table(free_out, net.w_out, feats, needed)
 
     ii = torch.nonzero(inp).squeeze(1)
     pref = torch.zeros(b, e_in.shape[1]).index_add_(0, row[ii], w[ii, None] * e_in[loc[ii]])
     pref = pref / pref.norm(dim=1, keepdim=True).clamp_min(1e-12)
     u = net.tower(torch.cat([pref, side_t[torch.from_numpy(users)]], dim=1))
 
-    logits = torch.addmm(net.bias[cand], u, e_out[cand_loc].T)
+    logits = torch.addmm(bias[cand_loc], u, e_out[cand_loc].T)
     if log_w is not None:
         logits = logits + log_w
     # a user's own titles leave the candidate block: the targets come back exactly below,
@@ -328,7 +402,7 @@ def _step_loss(
 
     tt = torch.nonzero(tgt).squeeze(1)
     rt = row[tt]
-    lt = (u[rt] * e_out[loc[tt]]).sum(1) + net.bias[item[tt]]
+    lt = (u[rt] * e_out[loc[tt]]).sum(1) + bias[loc[tt]]
     with torch.no_grad():
         shift = logits.max(1).values.clamp_min(-1e30)
         shift = torch.maximum(shift, torch.full((b,), -1e30).scatter_reduce(0, rt, lt, "amax"))
@@ -398,9 +472,13 @@ def _train(
         if world > 1:
             gen.manual_seed(params.seed + 1 + rank)
         net = _Net(n_items, feats.csr.shape[1], side.shape[1], params)
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True
-        )
+        # sampled softmax in one process: the title tables get row-wise (lazy) updates
+        lazy = _RowAdam([net.free_in, net.free_out, net.bias], params.lr, params.weight_decay)
+        if q is None or world > 1:
+            lazy = None
+        tables = {id(t) for t in (lazy.tables if lazy is not None else [])}
+        dense = [p for p in net.parameters() if id(p) not in tables]
+        opt = torch.optim.AdamW(dense, lr=params.lr, weight_decay=params.weight_decay, foreach=True)
         side_t = torch.from_numpy(side.astype(np.float32))
         loss_val = float("nan")
         first_epoch = 0
@@ -408,6 +486,8 @@ def _train(
         if state is not None:
             net.load_state_dict(state["net"])  # type: ignore[arg-type]
             opt.load_state_dict(state["opt"])  # type: ignore[arg-type]
+            if lazy is not None:
+                lazy.load_state_dict(state["lazy"])  # type: ignore[arg-type]
             gen.set_state(state["gen"])  # type: ignore[arg-type]
             if world > 1:
                 order_gen.set_state(state["order_gen"])  # type: ignore[arg-type]
@@ -429,7 +509,7 @@ def _train(
             perm = trainable[torch.randperm(len(trainable), generator=order_gen).numpy()]
             for lo in range(0, len(perm), params.batch_size):
                 users = perm[lo : lo + params.batch_size][rank::world]  # this process's share
-                loss = _step_loss(net, feats, events, side_t, users, q, params, gen)
+                loss = _step_loss(net, feats, events, side_t, users, q, params, gen, lazy)
                 bar.update(1)
                 opt.zero_grad()
                 if loss is not None:
@@ -439,11 +519,16 @@ def _train(
                     continue
                 if loss is None and world == 1:
                     continue
-                nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                leaves = lazy.pending[1] if lazy is not None and lazy.pending is not None else []
+                nn.utils.clip_grad_norm_([*dense, *leaves], 5.0)
                 opt.step()
+                if lazy is not None:
+                    lazy.step()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_val:.3f}")
             if checkpoint is not None:
-                extra = {"order_gen": order_gen.get_state()} if world > 1 else {}
+                extra: dict[str, object] = {"order_gen": order_gen.get_state()} if world > 1 else {}
+                if lazy is not None:
+                    extra["lazy"] = lazy.state_dict()
                 _save_checkpoint(
                     checkpoint,
                     {

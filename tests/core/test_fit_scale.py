@@ -55,8 +55,9 @@ _FIT_SCRIPT = textwrap.dedent(
 
     data = SyntheticConfig(n_items=300, n_users=300, events_per_user=30, seed=2)
     catalog, events = generate_synthetic(data)
+    # 300 titles > 128 candidates: the sampled softmax, its row-wise optimizer state resumes too
     cfg = sona.SonaConfig(epochs=int(sys.argv[3]), batch_size=32, dim=16, hidden_dim=32, progress=True,
-                          seed=4)
+                          seed=4, softmax_candidates=128)
     engine = sona.Sona(catalog, cfg).fit(events, checkpoint_dir=sys.argv[1] or None)
     engine.save(sys.argv[2])
     """
