@@ -162,6 +162,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script
                 "SONA_DATA_DIR": str(tmp / name),
                 "SONA_ADAPTER_STORE": "database",
                 "JWT_SECRET": secret,
+                "SONA_RATE_LIMIT": "0",  # the load generator is one caller
                 **extra,
             }
 

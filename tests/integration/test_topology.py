@@ -120,6 +120,7 @@ def test_replicas_consumer_and_cron_job_share_one_state(
         "KAFKA_TOPIC_PREFIX": f"topo{uuid.uuid4().hex[:8]}",
         "KAFKA_PARTITIONS": "1",
         "OMP_NUM_THREADS": "1",
+        "SONA_RATE_LIMIT": "0",  # the request loop during the rollout is one caller
     }
 
     def env(name: str) -> dict[str, str]:  # BentoML's home (its metrics directory) is private too
