@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from serving._memory import MALLOC_ENV
 from sona import ConfigError, Settings
 
 __all__ = ["EXIT_CONFIG", "FATAL_FILE_ENV", "run_bentoml", "serving_config_error", "stop_on_config_error"]
@@ -80,7 +81,12 @@ def run_bentoml(cmd: Sequence[str], env: Mapping[str, str]) -> int:
     """
     with tempfile.TemporaryDirectory(prefix="sona-serve-") as tmp:
         fatal = Path(tmp) / "fatal"
-        full = {**env, FATAL_FILE_ENV: str(fatal), "BENTOML_HOME": str(Path(tmp) / "bentoml")}
+        full = {
+            **MALLOC_ENV,
+            **env,
+            FATAL_FILE_ENV: str(fatal),
+            "BENTOML_HOME": str(Path(tmp) / "bentoml"),
+        }
         proc = subprocess.Popen(list(cmd), env=full)
         try:
             code = proc.wait()

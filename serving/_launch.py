@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 import httpx
 
+from serving._memory import MALLOC_ENV
+
 __all__ = ["free_port", "launch", "serve"]
 
 SERVICE = "serving.sona_service:SonaService"
@@ -63,6 +65,7 @@ def launch(
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         "BENTOML_HOME": home.name,
+        **MALLOC_ENV,
         **env,
     }
     bentoml = Path(sys.executable).with_name("bentoml")

@@ -42,6 +42,7 @@ from serving import discovery, playback
 from serving._errors import install_error_handlers
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._memory import start_trimming
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document
 from serving._shell import NewlinePaths, make_shell
@@ -201,6 +202,7 @@ class Gateway:
             self.parts = build_gateway(settings)
         _edge.apply(settings, self.parts.state.jwt_secret, self.parts.app)
         gc.freeze()  # the start-up heap is permanent; keep full GC passes off the request path
+        start_trimming()
         _shell.state.inner = self.parts.app
         _shell.mount("/", self.parts.app)
 

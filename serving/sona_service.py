@@ -24,6 +24,7 @@ import bentoml  # noqa: E402
 from serving._api import attach_state, create_app
 from serving._fatal import stop_on_config_error
 from serving._limits import guard
+from serving._memory import start_trimming
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._shell import NewlinePaths
 from serving._state import ServiceState, build_state
@@ -50,6 +51,7 @@ class SonaService:
         # The start-up heap (modules, the engine) is permanent: keep full GC passes off it,
         # or each one costs the request that triggers it tens of milliseconds.
         gc.freeze()
+        start_trimming()
 
     def __is_ready__(self) -> bool:
         return self.state.ready_model() and self.state.storage.ping()
