@@ -9,9 +9,12 @@ is accepted, so ``alg: none`` and algorithm-confusion tokens are rejected.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 
@@ -25,6 +28,8 @@ __all__ = [
     "TokenPolicy",
     "authorize",
     "decode_token",
+    "dev_jwt_secret",
+    "dev_secret_path",
     "issue_token",
     "parse_bearer",
     "resolve_jwt_secret",
@@ -171,10 +176,44 @@ def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, scopes: t
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def dev_secret_path(settings: Settings) -> Path:
+    """Where the development JWT secret of one deployment (one ``SONA_DATA_DIR``) is kept."""
+    return settings.data_dir / "dev-jwt-secret"
+
+
+def dev_jwt_secret(settings: Settings) -> str:
+    """The development secret, created once (0600) in ``SONA_DATA_DIR`` and read by every process.
+
+    Every worker, replica and ``sona token`` of a deployment must sign with the
+    same key, so it cannot be generated per process. The first process writes a
+    fresh secret to a private temporary file and links it into place (``link``
+    fails if the name exists), so no process ever reads a half-written secret
+    and concurrent starters all end up with the winner's.
+    """
+    path = dev_secret_path(settings)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its secret
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if not secret:
+        raise EnvVarError("JWT_SECRET", f"is not set and the development secret {path} is empty; delete it")
+    return secret
+
+
 def resolve_jwt_secret(settings: Settings) -> str:
-    """The configured secret; in dev mode a random one if none is set; else refuse to start."""
+    """The configured secret; in dev mode the deployment's shared dev secret; else refuse to start."""
     if settings.jwt_secret:
         return settings.jwt_secret
     if settings.dev_mode:
-        return secrets.token_urlsafe(32)
+        return dev_jwt_secret(settings)
     raise EnvVarError("JWT_SECRET", "is not set; set it, or SONA_DEV_MODE=1 for local development")

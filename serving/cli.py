@@ -212,8 +212,10 @@ def demo_events(
 
 
 def dev_secret_path(settings: Settings) -> Path:
-    """Where ``make quickstart`` keeps the development JWT secret its server uses."""
-    return settings.data_dir / "dev-jwt-secret"
+    """Where the development JWT secret every dev-mode server of this data dir signs with is kept."""
+    from serving._auth import dev_secret_path as path
+
+    return path(settings)
 
 
 @app.command("token", short_help="Mint a development JWT for a user or a service.")
@@ -229,10 +231,10 @@ def token(
     """Print an HS256 bearer token signed with the configured secret, for curl and notebooks.
 
     The secret is JWT_SECRET; without it, and only with SONA_DEV_MODE=1, the
-    development secret that `make quickstart` keeps in
-    $SONA_DATA_DIR/dev-jwt-secret. With neither, it refuses (exit 2): a
-    `sona serve` without JWT_SECRET signs with a random per-process secret that
-    no token can match. Example:
+    development secret in $SONA_DATA_DIR/dev-jwt-secret that every dev-mode
+    server of that data dir (each worker, each replica, `make quickstart`)
+    signs with; it is created on first use. With neither, it refuses (exit 2).
+    Example:
     curl -H "Authorization: Bearer $(sona token u1)" URL
     """
     from serving._auth import SERVICE_SCOPE, issue_token
@@ -246,18 +248,12 @@ def token(
     settings = settings_or_exit()
     secret = settings.jwt_secret
     if not secret:
-        dev = dev_secret_path(settings)
         if not settings.dev_mode:
             typer.echo("error: JWT_SECRET is not set (and SONA_DEV_MODE is off); set one of them", err=True)
             raise typer.Exit(EXIT_USAGE)
-        if not dev.exists():
-            typer.echo(
-                f"error: JWT_SECRET is not set and there is no development secret in {dev}; "
-                "set JWT_SECRET to the server's secret, or run `make quickstart` first",
-                err=True,
-            )
-            raise typer.Exit(EXIT_USAGE)
-        secret = dev.read_text().strip()
+        from serving._auth import dev_jwt_secret
+
+        secret = dev_jwt_secret(settings)  # the dev-mode servers of this data dir read the same file
     scopes = (SERVICE_SCOPE,) if service else ()
     typer.echo(issue_token(user_id or "sona-service", secret, ttl_seconds=ttl, scopes=scopes))
 

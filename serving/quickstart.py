@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -93,18 +92,10 @@ def _data(settings: Settings, synthetic: bool) -> TrainingData:
 
 
 def _jwt_secret(settings: Settings) -> str:
-    """``JWT_SECRET`` if set, else a dev secret generated once and kept (0600) in the data dir."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
-    path = settings.data_dir / "dev-jwt-secret"
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
-    return secret
+    """``JWT_SECRET`` if set, else the deployment's dev secret (kept 0600 in the data dir)."""
+    from serving._auth import resolve_jwt_secret
+
+    return resolve_jwt_secret(settings)  # dev mode: the one every server and `sona token` reads
 
 
 def _most_active(engine: Sona, n: int) -> list[str]:

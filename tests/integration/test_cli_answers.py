@@ -139,9 +139,12 @@ def test_token_for_a_user_and_for_a_service(tmp_path: Path) -> None:
 def test_token_uses_the_quickstart_dev_secret_only_in_dev_mode(tmp_path: Path) -> None:
     refused = _sona(["token", "u1"], tmp_path)
     assert refused.returncode == 2 and "JWT_SECRET" in refused.stderr and not refused.stdout
-    no_secret_yet = _sona(["token", "u1"], tmp_path, SONA_DEV_MODE="1")
-    assert no_secret_yet.returncode == 2 and "make quickstart" in no_secret_yet.stderr
-    (tmp_path / "dev-jwt-secret").write_text("d" * 43)
+    first = _sona(["token", "u1"], tmp_path, SONA_DEV_MODE="1")  # creates the deployment's dev secret
+    assert first.returncode == 0, first.stderr
+    dev = tmp_path / "dev-jwt-secret"
+    assert dev.stat().st_mode & 0o777 == 0o600
+    assert decode_token(first.stdout.strip(), dev.read_text().strip()).user_id == "u1"
+    dev.write_text("d" * 43)
     assert _sona(["token", "u1"], tmp_path).returncode == 2  # dev mode off: the file is not used
     minted = _sona(["token", "u1"], tmp_path, SONA_DEV_MODE="1")
     assert minted.returncode == 0, minted.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -37,6 +40,37 @@ def test_dev_mode_starts_with_a_generated_secret(tmp_path: Path, fitted_engine: 
     finally:
         state.stop()
         state.storage.dispose()
+
+
+@pytest.mark.slow
+def test_dev_mode_workers_share_one_secret_that_sona_token_mints_for(
+    tmp_path: Path, fitted_engine: FittedEngine, known_user: str
+) -> None:
+    """Two workers without JWT_SECRET: a `sona token` token works on each of them.
+
+    A secret generated per process made about half of these requests 401 (the
+    worker that did not sign it).
+    """
+    env = _env(tmp_path, fitted_engine, SONA_DEV_MODE="1", BENTOML_CONFIG_OPTIONS="services.sona.workers=2")
+    env_no_secret = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+    with serve({**env, "JWT_SECRET": ""}, timeout=240) as base:
+        minted = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "token", known_user],
+            env={**env_no_secret, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+        codes = []
+        for _ in range(24):  # a fresh connection each: the kernel hands them to either worker
+            with httpx.Client(timeout=30) as client:
+                r = client.post(
+                    f"{base}/api/v1/recommendations", json={"user_id": known_user}, headers=headers
+                )
+            codes.append(r.status_code)
+        assert codes == [200] * 24, codes
 
 
 @pytest.mark.slow
