@@ -396,6 +396,7 @@ def main() -> None:
         "--lam", type=float, nargs="+", default=None, help="ease_lambda candidates of sona's tune"
     )
     ap.add_argument("--tower-epochs", type=int, nargs="+", default=None, help="tower epoch candidates")
+    ap.add_argument("--note", action="append", default=[], help="a note for the recorded section")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -427,6 +428,7 @@ def main() -> None:
                 f"torch {torch.__version__}",
                 "parts run as parallel processes (--part), then --part assemble; choices on validation, "
                 "test figures once",
+                *args.note,
             ],
             torch_threads=args.threads,
             load_at_start=load_at_start,
