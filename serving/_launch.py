@@ -1,12 +1,13 @@
 """Start ``bentoml serve`` for the SONA service as a child process (tests, benchmarks, quickstart).
 
 :func:`serve` picks a free loopback port, starts the server with the given
-environment, waits for ``/ready`` and stops the whole process group on exit,
-so no server outlives the block that started it.
+environment, waits for ``/ready`` and stops the server and all its workers on
+exit, so no process outlives the block that started it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
+import psutil
 
 from serving._memory import MALLOC_ENV
 
@@ -74,11 +76,13 @@ def launch(
         cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     base = f"http://{host}:{port}"
+    workers: list[psutil.Process] = []
     try:
         _wait_ready(proc, base, timeout, log, ready_path)
+        workers = _tree(proc)  # known even if the server dies before the block ends
         yield proc, base
     finally:
-        _stop(proc)
+        _stop(proc, workers)
         home.cleanup()
 
 
@@ -132,12 +136,46 @@ def _wait_ready(
     raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s:\n{_tail(log)}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def _tree(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The server's descendants now (its workers), or none if it is gone."""
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan nobody reaps yet cannot be stopped any further)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes], known: Sequence[psutil.Process] = ()) -> None:
+    """Stop the server and every worker it started.
+
+    BentoML starts each worker in a session of its own, so signalling the
+    server's process group misses them: a server that already died, or one
+    that needs the SIGKILL fallback, would leave them running. The workers are
+    collected (``known``, from start-up, plus the current children) before any
+    signal, and those that outlive the server are terminated, then killed.
+    psutil refuses to signal a pid that was reused by another process.
+    """
+    workers = {p.pid: p for p in [*known, *_tree(proc)]}
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server stops its workers itself
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    alive = [p for p in workers.values() if _running(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from serving._auth import issue_token
-from serving._launch import serve
+from serving._launch import SERVICE, launch, serve
 from serving._state import build_state
 from sona import ConfigError, load_settings
 from tests.serving.conftest import SECRET, FittedEngine
@@ -71,6 +74,32 @@ def test_dev_mode_workers_share_one_secret_that_sona_token_mints_for(
                 )
             codes.append(r.status_code)
         assert codes == [200] * 24, codes
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_launch_leaves_no_worker_running_even_when_the_server_died_first(
+    tmp_path: Path, fitted_engine: FittedEngine
+) -> None:
+    """BentoML's workers live in sessions of their own: the server's process group does not reach them."""
+    env = _env(tmp_path, fitted_engine, JWT_SECRET=SECRET, BENTOML_CONFIG_OPTIONS="services.sona.workers=2")
+    with tempfile.TemporaryFile(mode="w+b") as log, launch(SERVICE, env, log=log, timeout=240) as (proc, _):
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        assert all(os.getsid(w.pid) != os.getsid(proc.pid) for w in workers)
+        os.kill(proc.pid, signal.SIGKILL)  # the server dies (or needs the SIGKILL fallback) ...
+        proc.wait(10)
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    alive = [w for w in alive if _running(w)]  # a zombie has stopped; only its reaping is pending
+    for w in alive:  # clean up before failing, so this test leaves nothing either way
+        w.kill()
+    assert not alive, f"{len(alive)} workers outlived the server"  # ... and its workers are still stopped
 
 
 @pytest.mark.slow
