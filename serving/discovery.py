@@ -241,6 +241,9 @@ def create_app(
 
     @app.post("/api/v1/search", response_model=SearchResponse)
     def search(body: SearchRequest, request: Request, principal: MaybeAuthenticated) -> SearchResponse:
+        live = getattr(request.app.state, "live_engine", None)
+        if live is not None and principal is not None:
+            live.ensure_user(principal.user_id)  # events other processes stored since the model was fitted
         page = _index(request).search(
             body.query,
             filters=body.filters.to_domain() if body.filters is not None else None,
@@ -287,30 +290,44 @@ install_metrics_route(app)
 class Discovery:
     """BentoML service: builds the index from the stored catalog once, then serves search.
 
-    The trained engine in ``SONA_MODEL_DIR`` (if present) personalizes; without one,
-    authenticated callers get the anonymous order (tokens are still verified).
+    The model personalizes, resolved as the SONA service resolves it (the current
+    published model, else ``SONA_MODEL_DIR``'s: :func:`sona._bootstrap.resolve_model`)
+    and followed through rollouts and users' new events (:class:`~sona._bootstrap.LiveEngine`);
+    without one, authenticated callers get the anonymous order (tokens are still verified).
     """
 
     def __init__(self) -> None:
         from serving._auth import resolve_jwt_secret
         from sona import load_settings
+        from sona._bootstrap import LiveEngine, resolve_model
         from sona.search import CachedEmbedder, MiniLMEmbedder
         from sona.storage import Storage
 
         with stop_on_config_error():
             settings = load_settings()
             resolve_jwt_secret(settings)  # before the slow index build: a missing secret stops at once
-        engine = Sona.load(settings.engine_dir) if settings.engine_dir.exists() else None
         # One pool for the service's life: every refresh reads the catalog through it.
         self.storage = Storage.from_settings(settings)
+        engine = resolve_model(settings, self.storage)
         embedder = CachedEmbedder(MiniLMEmbedder(), settings.data_dir / "title-vectors")  # kept on restart
         self.index = build_index(embedder, self.storage.load_catalog(), engine)
+        self.live: LiveEngine | None = None
+        personalizer = self.index.personalizer
+        if engine is not None and isinstance(personalizer, EnginePersonalizer):
+
+            def swapped(new: Sona) -> None:
+                personalizer.engine = new  # searches in flight finish on the old model
+
+            self.live = LiveEngine(engine, self.storage, settings=settings, on_swap=swapped).start()
+        app.state.live_engine = self.live
         secret = resolve_jwt_secret(settings)
         configure(app, index=self.index, jwt_secret=secret, catalog_loader=self.storage.load_catalog)
         _edge.apply(settings, secret, app)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
+        if self.live is not None:
+            self.live.stop()
         self.storage.dispose()
 
     def __is_ready__(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from serving._auth import issue_token
 from serving._launch import serve
 from sona import Catalog, Sona, SonaConfig
+from sona._bootstrap import publish_model
 from sona.storage import Storage
 
 SECRET = "discovery-service-secret-0123456789abcdef"
@@ -74,3 +76,48 @@ def test_bentoml_serve_round_trips_anonymous_and_personalized_search(
         assert spec.status_code == 200 and "/api/v1/search" in spec.json()["paths"]
         docs = httpx.get(f"{base}/docs", timeout=30)
         assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+@pytest.mark.slow
+def test_discovery_serves_the_published_model_and_follows_a_rollout(
+    tmp_path: Path, synthetic: tuple[Catalog, pd.DataFrame]
+) -> None:
+    """Like the SONA service: the current model from the database (no SONA_MODEL_DIR), then the next one."""
+    catalog, events = synthetic
+    url = f"sqlite:///{tmp_path / 'discovery.db'}"
+    storage = Storage(url)
+    storage.upgrade()
+    storage.upsert_content(catalog)
+    dirs = []
+    for seed in (0, 1):
+        d = tmp_path / f"model-{seed}"
+        config = SonaConfig(epochs=2, dim=16, hidden_dim=32, progress=False, seed=seed)
+        Sona(catalog, config=config).fit(events).save(d)
+        dirs.append(d)
+    publish_model(storage, dirs[0])
+    env = {
+        "SONA_DATA_DIR": str(tmp_path / "data"),
+        "SONA_MODEL_DIR": str(tmp_path / "no-model-here"),
+        "DATABASE_URL": url,
+        "JWT_SECRET": SECRET,
+    }
+    body = {"query": "night", "page_size": 10}
+    headers = {"Authorization": f"Bearer {issue_token(FAN, SECRET)}"}
+
+    def scores(base: str) -> dict[str, float]:
+        r = httpx.post(f"{base}/api/v1/search", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["personalized"] is True  # the published model, though SONA_MODEL_DIR is empty
+        return {x["content"]["id"]: x["personalization_score"] for x in r.json()["results"]}
+
+    try:
+        with serve(env, service="serving.discovery:Discovery", ready_path="/readyz", timeout=150) as base:
+            first = scores(base)
+            assert scores(base) == first  # stable while the model stays: a change below is the rollout
+            publish_model(storage, dirs[1])  # the rollout: published and made current
+            deadline = time.monotonic() + 30
+            while scores(base) == first:
+                assert time.monotonic() < deadline, "discovery still personalizes with the old model"
+                time.sleep(0.5)
+    finally:
+        storage.dispose()
