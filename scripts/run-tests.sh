@@ -21,4 +21,4 @@ source "$env_file"
 export SONA_REQUIRE_SERVICES=1
 # the notebooks run once each inside tests/integration/test_notebooks.py (executed copies with their plots
 # go to $SONA_ARTIFACTS_DIR/notebooks, else build/notebooks)
-"$VENV/bin/python" -m pytest -p no:cacheprovider -ra tests "$@"
+"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --durations=20 tests "$@"
