@@ -49,7 +49,7 @@ from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
 from sona import Settings, UserProfile, load_settings
-from sona.search import CachedEmbedder, MiniLMEmbedder, SearchIndex
+from sona.search import CachedEmbedder, EnginePersonalizer, MiniLMEmbedder, SearchIndex
 
 __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
 
@@ -73,6 +73,17 @@ class _LockedEngine:
     def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]:
         with self.state.write_lock:
             return self.state.engine.profiles(user_ids)
+
+
+class _ServedPersonalizer(EnginePersonalizer):
+    """Search personalized by the engine the state serves now: the new one after a model rollout."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    @property
+    def engine(self) -> sona.Sona:  # type: ignore[override]
+        return self.state.engine
 
 
 def compose(*apps: FastAPI, title: str = "sona", version: str = sona.__version__) -> FastAPI:
@@ -161,6 +172,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     # title vectors persist in the data dir: a restart encodes only titles it has not seen
     embedder = CachedEmbedder(MiniLMEmbedder(), settings.data_dir / "title-vectors")
     index = discovery.build_index(embedder, state.engine.catalog, state.engine)
+    index.personalizer = _ServedPersonalizer(state)  # not the start-up engine: it follows rollouts
     search_app = discovery.create_app(index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
     app = compose(sona_api.create_app(state), playback_app, search_app)
 
@@ -182,6 +194,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     app.router.lifespan_context = lifespan
     sona_api.attach_state(app, state)
     discovery.configure(app, index=index, jwt_secret=secret, catalog_loader=state.storage.load_catalog)
+    app.state.live_engine = state.live  # a searching user's stored events, as /recommendations reads them
     return GatewayParts(app=app, state=state, sink=sink, index=index)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from serving._auth import issue_token
 from serving._launch import serve
-from sona import Catalog, Sona, SonaConfig
+from sona import Catalog, Sona, SonaConfig, load_settings
 from sona._bootstrap import publish_model
+from sona.engine._persist import read_model_id
 from sona.storage import Storage
 
 SECRET = "discovery-service-secret-0123456789abcdef"
@@ -120,4 +121,57 @@ def test_discovery_serves_the_published_model_and_follows_a_rollout(
                 assert time.monotonic() < deadline, "discovery still personalizes with the old model"
                 time.sleep(0.5)
     finally:
+        storage.dispose()
+
+
+@pytest.mark.slow
+def test_gateway_search_follows_a_model_rollout(
+    tmp_path: Path, synthetic: tuple[Catalog, pd.DataFrame], redis_url: str
+) -> None:
+    """The gateway's search personalizes with the served engine, not the one it started with."""
+    from starlette.testclient import TestClient
+
+    from serving.gateway import build_gateway
+
+    catalog, events = synthetic
+    dirs = []
+    for seed in (0, 1):
+        d = tmp_path / f"model-{seed}"
+        config = SonaConfig(epochs=2, dim=16, hidden_dim=32, progress=False, seed=seed)
+        Sona(catalog, config=config).fit(events).save(d)
+        dirs.append(d)
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    settings = load_settings(
+        {
+            "SONA_DATA_DIR": str(tmp_path / "data"),
+            "SONA_MODEL_DIR": str(dirs[0]),
+            "DATABASE_URL": url,
+            "JWT_SECRET": SECRET,
+            "REDIS_URL": redis_url,
+        }
+    )
+    parts = build_gateway(settings)
+    headers = {"Authorization": f"Bearer {issue_token(FAN, SECRET)}"}
+    body = {"query": "night", "page_size": 10}
+    storage = Storage(url)
+    try:
+        with TestClient(parts.app) as client:
+
+            def scores() -> dict[str, float]:
+                r = client.post("/api/v1/search", json=body, headers=headers)
+                assert r.status_code == 200, r.text
+                assert r.json()["personalized"] is True
+                return {x["content"]["id"]: x["personalization_score"] for x in r.json()["results"]}
+
+            first = scores()
+            assert scores() == first
+            publish_model(storage, dirs[1])  # the rollout: published and made current
+            deadline = time.monotonic() + 30
+            while parts.state.engine.model_id_ == read_model_id(dirs[0]):
+                assert time.monotonic() < deadline, "the gateway did not switch models"
+                time.sleep(0.2)
+            assert scores() != first, "search still personalizes with the start-up model"
+    finally:
+        parts.state.stop()
+        parts.state.storage.dispose()
         storage.dispose()
