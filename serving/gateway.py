@@ -56,7 +56,6 @@ __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
 logger = logging.getLogger("serving.gateway")
 
 API_DOCS = "/api/v1/docs"
-#: How often users the event sink queued for LoRA training are handed to the training worker.
 
 
 @dataclass(slots=True)
@@ -136,6 +135,7 @@ class GatewayParts:
     sink: EventSink | None
     index: SearchIndex
 
+
 def _producer(settings: Settings, sink: EventSink | None) -> EventProducer:
     if settings.kafka_brokers:
         return KafkaEventProducer(
@@ -153,11 +153,7 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     """
     state = build_state(settings)
     secret = state.jwt_secret
-    sink = (
-        None
-        if settings.kafka_brokers
-        else EventSink(state.storage, _LockedEngine(state))
-    )
+    sink = None if settings.kafka_brokers else EventSink(state.storage, _LockedEngine(state))
     redis = aioredis.from_url(
         settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30
     )
@@ -203,8 +199,9 @@ _edge = guard(_shell)
 install_metrics_route(_shell)
 
 
-# workers: sona serve --workers
-@bentoml.service(name="sona-gateway", traffic={"timeout": 60}, metrics=BENTOML_METRICS_OFF)
+@bentoml.service(
+    name="sona-gateway", traffic={"timeout": 60}, metrics=BENTOML_METRICS_OFF
+)  # workers: sona serve --workers
 @bentoml.asgi_app(_shell, path="/")
 class Gateway:
     """SONA + playback + discovery in one process and one port; settings from the environment."""
