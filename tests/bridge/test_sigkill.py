@@ -33,7 +33,7 @@ from tests.bridge.conftest import FAST_GROUP
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
 SECRET = "sigkill-test-secret-0123456789abcdef"
-REDIS_DB = 12  # only this test uses it: the replica's keys live under the default namespace
+REDIS_DB = 14  # only this test uses it: the replica's keys live under the default namespace
 KILLS = 3
 SESSIONS = 500
 CLIENTS = 8

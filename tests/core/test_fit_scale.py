@@ -50,8 +50,17 @@ def _fields(cfg: sona.SonaConfig) -> dict[str, object]:
 _FIT_SCRIPT = textwrap.dedent(
     """
     import sys
+    import time
     import sona
+    import sona.models._base_model as base_model
     from sona.datasets import SyntheticConfig, generate_synthetic
+
+    if len(sys.argv) > 4:  # a run the test kills: a pause after each checkpoint gives it a window to do so
+        save = base_model._save_checkpoint
+        def save_then_pause(path, state):
+            save(path, state)
+            time.sleep(float(sys.argv[4]))
+        base_model._save_checkpoint = save_then_pause
 
     data = SyntheticConfig(n_items=300, n_users=300, events_per_user=30, seed=2)
     catalog, events = generate_synthetic(data)
@@ -64,8 +73,9 @@ _FIT_SCRIPT = textwrap.dedent(
 )
 
 
-def _fit_cmd(checkpoints: Path | str, out: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-c", _FIT_SCRIPT, str(checkpoints), str(out), str(epochs)]
+def _fit_cmd(checkpoints: Path | str, out: Path, epochs: int, pause: float | None = None) -> list[str]:
+    extra = [] if pause is None else [str(pause)]
+    return [sys.executable, "-c", _FIT_SCRIPT, str(checkpoints), str(out), str(epochs), *extra]
 
 
 def _env() -> dict[str, str]:
@@ -76,15 +86,16 @@ def _env() -> dict[str, str]:
 def test_a_killed_fit_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     epochs = 12
     ckpt = tmp_path / "ckpt"
+    # A fit this small runs all its epochs in well under a second on a quiet machine, so the killed
+    # run pauses 3 s after each checkpoint: the kill lands between epochs however fast the machine.
     proc = subprocess.Popen(
-        _fit_cmd(ckpt, tmp_path / "killed", epochs), env=_env(), stderr=subprocess.PIPE, text=True
+        _fit_cmd(ckpt, tmp_path / "killed", epochs, pause=3.0), env=_env(), stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
     while not (ckpt / "base_model.ckpt").exists():  # the first epoch is written: kill it now
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL

@@ -33,7 +33,7 @@ from sona.storage import Storage
 from tests.serving.conftest import SECRET, FittedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_DB = 12
+REDIS_DB = 13  # its own: rate-limit counters of other tests' servers (same user ids) live in Redis too
 MAX_BODY = 65_536
 RATE_LIMIT = 40
 
@@ -88,6 +88,17 @@ class _Sync(BaseHTTPRequestHandler):
         pass
 
 
+def _flush(url: str) -> None:
+    """Start from an empty Redis database: no sessions or rate counters of an earlier run."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, fitted_engine: FittedEngine, redis_url: str
@@ -104,6 +115,8 @@ def server(
     storage.add_events(odd_rows(user, title, datetime.now(UTC)))
     storage.dispose()
 
+    playback_redis = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    _flush(playback_redis)
     _Sync.hits = []
     sync = ThreadingHTTPServer(("127.0.0.1", 0), _Sync)
     threading.Thread(target=sync.serve_forever, daemon=True).start()
@@ -114,7 +127,7 @@ def server(
         "SONA_DATA_DIR": str(tmp / "data"),
         "SONA_MODEL_DIR": str(fitted_engine.directory),
         "DATABASE_URL": db,
-        "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
+        "REDIS_URL": playback_redis,
         "SYNC_SERVICE_URL": f"http://127.0.0.1:{sync.server_address[1]}",
         "JWT_SECRET": SECRET,
         "SONA_MAX_BODY_BYTES": str(MAX_BODY),
