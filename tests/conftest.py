@@ -75,6 +75,20 @@ def redis_url() -> str:
     return _need("REDIS_URL", "Redis")
 
 
+def flushed_redis_db(redis_url: str, db: int) -> str:
+    """``redis_url`` pointed at database ``db``, emptied first: a test's own sessions and rate counters."""
+    import redis
+
+    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    url = f"{base}/{db}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
 @pytest.fixture(scope="session")
 def kafka_brokers() -> str:
     return _need("KAFKA_BROKERS", "Kafka broker")

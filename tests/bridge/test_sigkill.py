@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import httpx
 import psutil
 import pytest
-import redis
 
 from playback_bridge import EventSink, Topics, viewing_event_id
 from playback_bridge.consumer import PlaybackConsumer
@@ -29,6 +28,7 @@ from serving._auth import issue_token
 from serving._launch import free_port, launch
 from sona.storage import Storage
 from tests.bridge.conftest import FAST_GROUP
+from tests.conftest import flushed_redis_db
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -99,24 +99,12 @@ def _process(pid: int) -> psutil.Process | None:
         return None
 
 
-def _private_redis(redis_url: str) -> str:
-    url = (
-        redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-        if redis_url.count("/") > 2
-        else f"{redis_url}/{REDIS_DB}"
-    )
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
-
-
 async def test_sigkilled_replica_loses_no_confirmed_event(
     postgres_url: str, redis_url: str, kafka_brokers: str, topic_prefix: str
 ) -> None:
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     env = {
-        "REDIS_URL": _private_redis(redis_url),
+        "REDIS_URL": flushed_redis_db(redis_url, REDIS_DB),
         "KAFKA_BROKERS": kafka_brokers,
         "KAFKA_TOPIC_PREFIX": topic_prefix,
         "KAFKA_PARTITIONS": "2",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import flushed_redis_db
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 11
 
@@ -35,14 +37,4 @@ def base_env(data_dir: Path) -> dict[str, str]:
 @pytest.fixture
 def private_redis_url(redis_url: str) -> str:
     """``REDIS_URL`` pointed at database 11, flushed."""
-    import redis
-
-    url = (
-        redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-        if redis_url.count("/") > 2
-        else f"{redis_url}/{REDIS_DB}"
-    )
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
+    return flushed_redis_db(redis_url, REDIS_DB)

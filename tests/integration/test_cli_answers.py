@@ -20,22 +20,9 @@ from serving.cli import app
 from sona import Sona, SonaConfig
 from sona.datasets import SyntheticConfig, generate_synthetic
 from tests.integration.conftest import ROOT, base_env
+from tests.integration.test_cli import COMMANDS
 
 SYNTAX = "synthetic[:USERS[xITEMS]]"
-ALL_COMMANDS = [
-    [],
-    ["serve"],
-    ["consume"],
-    ["demo-events"],
-    ["token"],
-    ["fit"],
-    ["train-adapters"],
-    ["evaluate"],
-    ["db"],
-    ["db", "upgrade"],
-    ["db", "downgrade"],
-    ["db", "current"],
-]
 
 
 def _sona(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -107,7 +94,7 @@ def test_train_adapters_with_a_file_of_unknown_users_is_exit_2(
 def test_help_is_complete(tmp_path: Path) -> None:
     """At a narrow terminal, where cutting text off would be most tempting."""
     texts = {}
-    for command in ALL_COMMANDS:
+    for command in COMMANDS:
         out = _sona([*command, "--help"], tmp_path, COLUMNS="60")
         assert out.returncode == 0, out.stderr
         assert "…" not in out.stdout and "..." not in out.stdout.replace("[ARGS]...", ""), out.stdout

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from serving._auth import SERVICE_SCOPE, issue_token
 from serving._launch import launch
 from sona import Sona
 from sona.storage import Storage
+from tests.conftest import flushed_redis_db
 from tests.serving.conftest import SECRET, FittedEngine
 
 #: Fixed, so a failure found in CI is reproduced by the same run anywhere (``st replay`` also works).
@@ -37,11 +37,6 @@ MIN_CASES = 1000
 REDIS_DB = 12
 #: The in-process event bus, not Kafka: the contract is the HTTP surface.
 DROP_ENV = ("KAFKA_BROKERS",)
-
-
-def _redis_db(url: str, db: int) -> str:
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    return f"{base}/{db}"
 
 
 def _schemathesis(base: str, token: str, report_dir: Path) -> tuple[int, str]:
@@ -85,10 +80,7 @@ def test_the_gateway_keeps_its_openapi_contract(
     storage.upsert_content(Sona.load(fitted_engine.directory).catalog)
     storage.add_events(fitted_engine.events)  # so the known user can queue a training (202, then 409)
     storage.dispose()
-    playback_redis = _redis_db(redis_url, REDIS_DB)
-    client = redis.Redis.from_url(playback_redis)
-    client.flushdb()
-    client.close()
+    playback_redis = flushed_redis_db(redis_url, REDIS_DB)
     env = {
         "JWT_SECRET": SECRET,
         "DATABASE_URL": database,

@@ -30,6 +30,7 @@ from serving._auth import SERVICE_SCOPE, issue_token
 from serving._launch import free_port
 from sona import Sona
 from sona.storage import Storage
+from tests.conftest import flushed_redis_db
 from tests.serving.conftest import SECRET, FittedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,17 +89,6 @@ class _Sync(BaseHTTPRequestHandler):
         pass
 
 
-def _flush(url: str) -> None:
-    """Start from an empty Redis database: no sessions or rate counters of an earlier run."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, fitted_engine: FittedEngine, redis_url: str
@@ -115,8 +105,7 @@ def server(
     storage.add_events(odd_rows(user, title, datetime.now(UTC)))
     storage.dispose()
 
-    playback_redis = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    _flush(playback_redis)
+    playback_redis = flushed_redis_db(redis_url, REDIS_DB)
     _Sync.hits = []
     sync = ThreadingHTTPServer(("127.0.0.1", 0), _Sync)
     threading.Thread(target=sync.serve_forever, daemon=True).start()
