@@ -31,7 +31,7 @@ from _report import append_section, percentiles, results_path
 from serving._auth import SERVICE_SCOPE, issue_token
 from serving._engine import load_or_fit_engine, training_data
 from serving._launch import serve
-from sona import load_settings
+from sona_app.settings import load_settings
 
 
 async def _run(

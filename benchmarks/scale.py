@@ -135,8 +135,8 @@ def child_adapters(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     import sona
-    from sona._adapter_run import RunCheckpoint, Shard, run_adapter_training
     from sona.lora import DirectoryAdapterStore
+    from sona_app.adapter_run import RunCheckpoint, Shard, run_adapter_training
 
     torch.set_num_threads(1)
     engine = sona.Sona.load(args.model_dir)

@@ -45,9 +45,10 @@ from _report import append_section, loadavg, percentiles, results_path
 from serving._auth import SERVICE_SCOPE, issue_token
 from serving._engine import training_data
 from serving._launch import launch
-from sona import Settings, Sona, SonaConfig, Storage, load_settings
-from sona._bootstrap import LiveEngine, publish_model, resolve_model
+from sona import Sona, SonaConfig, Storage
 from sona.lora import DatabaseAdapterStore, UserAdapterConfig, attach_adapters
+from sona_app.bootstrap import LiveEngine, publish_model, resolve_model
+from sona_app.settings import Settings, load_settings
 
 API = "/api/v1"
 SERVICE = "serving.sona_service:SonaService"

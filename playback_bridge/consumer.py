@@ -396,8 +396,8 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _amain(args: argparse.Namespace) -> int:
     from playback_bridge._sink import EventSink
-    from sona.config import load_settings
     from sona.storage import Storage
+    from sona_app.settings import load_settings
 
     settings = load_settings()
     if not settings.kafka_brokers:
@@ -412,7 +412,7 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         if not args.no_upgrade:
             storage.upgrade()
-        from sona._bootstrap import LiveEngine, resolve_model  # torch: only when profiles are kept
+        from sona_app.bootstrap import LiveEngine, resolve_model  # torch: only when profiles are kept
 
         # The model the services serve, resolved the same way (current published model, else
         # SONA_MODEL_DIR / $SONA_DATA_DIR/model); without one, events are stored but no profiles.

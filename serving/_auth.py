@@ -18,7 +18,8 @@ from pathlib import Path
 
 import jwt
 
-from sona import EnvVarError, Settings
+from sona import EnvVarError
+from sona_app.settings import Settings
 
 __all__ = [
     "SERVICE_SCOPE",

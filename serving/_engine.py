@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sona import Catalog, Settings, Sona
-from sona._bootstrap import publish_model, resolve_model
+from sona import Catalog, Sona
 from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens
 from sona.storage import Storage
+from sona_app.bootstrap import publish_model, resolve_model
+from sona_app.settings import Settings
 
 __all__ = ["find_movielens", "load_or_fit_engine", "training_data"]
 
@@ -50,12 +51,12 @@ def training_data(settings: Settings) -> tuple[Catalog, pd.DataFrame, str]:
 
 
 def load_or_fit_engine(settings: Settings, storage: Storage | None = None) -> Sona:
-    """The model every process serves (:func:`sona._bootstrap.resolve_model`), or a newly fitted one.
+    """The model every process serves (:func:`sona_app.bootstrap.resolve_model`), or a newly fitted one.
 
     Resolution order: the current published model in the database, else the engine
     saved in ``settings.engine_dir`` (then published). Nothing is replayed: users'
     events stored after the model was saved are read per user, lazily, by
-    :class:`sona._bootstrap.LiveEngine`, so start-up time does not grow with history.
+    :class:`sona_app.bootstrap.LiveEngine`, so start-up time does not grow with history.
 
     With no model anywhere, one is fitted (MovieLens-100k if present, else synthetic),
     saved, its catalog and training events stored and the model published.

@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from serving._memory import MALLOC_ENV
-from sona import ConfigError, Settings
+from sona import ConfigError
+from sona_app.settings import Settings
 
 __all__ = ["EXIT_CONFIG", "FATAL_FILE_ENV", "run_bentoml", "serving_config_error", "stop_on_config_error"]
 

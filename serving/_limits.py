@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving._auth import AuthError, TokenPolicy, decode_token
-from sona import Settings
+from sona_app.settings import Settings
 
 __all__ = [
     "EdgeGuard",

@@ -23,18 +23,18 @@ from sona import (
     FitError,
     InsufficientDataError,
     NotFittedError,
-    Settings,
     Sona,
     TrainedTooRecentlyError,
     TrainingRejectedError,
 )
-from sona._bootstrap import LiveEngine, adapter_store
 from sona.lora import (
     AdapterStore,
     UserAdapterConfig,
     update_user_adapter,
 )
 from sona.storage import Storage
+from sona_app.bootstrap import LiveEngine, adapter_store
+from sona_app.settings import Settings
 
 __all__ = ["ServiceState", "build_state"]
 

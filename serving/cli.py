@@ -1,9 +1,9 @@
 """The full ``sona`` command line: the library's commands plus ``serve``, ``consume`` and ``demo-events``.
 
-``sona.cli`` holds the commands that need only the library (``db``, ``fit``,
+``sona_app.cli`` holds the jobs, which need only the library (``db``, ``fit``,
 ``train-adapters``, ``evaluate``); this module adds the ones that run the
-services or the bridge, which the library may not import. The console script
-``sona`` points here. Exit codes are those documented in :mod:`sona.cli`.
+services or the bridge, which ``sona_app`` may not import. The console script
+``sona`` points here. Exit codes are those documented in :mod:`sona_app.cli`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Annotated, Literal
 import typer
 
 from serving._fatal import run_bentoml, serving_config_error
-from sona import Settings
-from sona.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
-from sona.cli import app as library_app
+from sona_app.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
+from sona_app.cli import app as library_app
+from sona_app.settings import Settings
 
 __all__ = ["app", "main"]
 

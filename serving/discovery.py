@@ -291,23 +291,23 @@ class Discovery:
     """BentoML service: builds the index from the stored catalog once, then serves search.
 
     The model personalizes, resolved as the SONA service resolves it (the current
-    published model, else ``SONA_MODEL_DIR``'s: :func:`sona._bootstrap.resolve_model`)
-    and followed through rollouts and users' new events (:class:`~sona._bootstrap.LiveEngine`);
+    published model, else ``SONA_MODEL_DIR``'s: :func:`sona_app.bootstrap.resolve_model`)
+    and followed through rollouts and users' new events (:class:`~sona_app.bootstrap.LiveEngine`);
     without one, authenticated callers get the anonymous order (tokens are still verified).
     """
 
     def __init__(self) -> None:
         from serving._auth import resolve_jwt_secret
-        from sona import load_settings
-        from sona._bootstrap import LiveEngine, resolve_model
         from sona.search import CachedEmbedder, MiniLMEmbedder
         from sona.storage import Storage
+        from sona_app.bootstrap import LiveEngine, resolve_model
+        from sona_app.settings import load_settings
 
         with stop_on_config_error():
             settings = load_settings()
             resolve_jwt_secret(settings)  # before the slow index build: a missing secret stops at once
         # One pool for the service's life: every refresh reads the catalog through it.
-        self.storage = Storage.from_settings(settings)
+        self.storage = Storage(settings.database_url)
         engine = resolve_model(settings, self.storage)
         embedder = CachedEmbedder(MiniLMEmbedder(), settings.data_dir / "title-vectors")  # kept on restart
         self.index = build_index(embedder, self.storage.load_catalog(), engine)

@@ -48,8 +48,9 @@ from serving._openapi import document
 from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
-from sona import Settings, UserProfile, load_settings
+from sona import UserProfile
 from sona.search import CachedEmbedder, EnginePersonalizer, MiniLMEmbedder, SearchIndex
+from sona_app.settings import Settings, load_settings
 
 __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
 

@@ -55,7 +55,8 @@ from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document, errors
 from serving._shell import NewlinePaths, make_shell
 from serving._titles import KnownTitles
-from sona import Identifier, NotFoundError, Settings, UnknownContentError, load_settings
+from sona import Identifier, NotFoundError, UnknownContentError
+from sona_app.settings import Settings, load_settings
 
 __all__ = ["PlaybackService", "build_app", "create_app"]
 
@@ -315,7 +316,7 @@ install_metrics_route(_shell)
 @bentoml.service(name="playback", traffic={"timeout": 10}, metrics=BENTOML_METRICS_OFF)
 @bentoml.asgi_app(_shell, path="/")
 class PlaybackService:
-    """Playback sessions over HTTP; configuration comes from the environment (``sona.load_settings``)."""
+    """Playback sessions over HTTP; configuration comes from the environment (``sona_app.settings``)."""
 
     def __init__(self) -> None:
         with stop_on_config_error():

@@ -5,7 +5,8 @@ Steps (each reuses what a previous run left in ``SONA_DATA_DIR``):
 1. data: ml-100k from ``$SONA_DATA_DIR/ml-100k``, ``$SONA_MOVIELENS`` or
    ``../shared/datasets/ml-100k``; otherwise (or with ``--synthetic``) the
    seeded synthetic catalog;
-2. the base model (skipped when ``SONA_MODEL_DIR`` holds one);
+2. the base model (skipped when the database has a current model or
+   ``SONA_MODEL_DIR`` holds one: resolved as every process resolves it);
 3. LoRA adapters for the most active users (skipped when the last quickstart
    run of them finished; resumed when it was interrupted);
 4. ``bentoml serve serving.gateway:Gateway`` on one port with the in-process
@@ -42,11 +43,12 @@ from urllib.parse import urlsplit
 
 from serving._auth import issue_token
 from serving._launch import free_port, launch
-from sona import Settings, SonaError, load_settings
+from sona import SonaError
+from sona_app.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # the training side's imports load torch: only prepare() pays for them
     from sona import Sona
-    from sona._datasource import TrainingData
+    from sona_app.datasource import TrainingData
 
 __all__ = ["QuickstartResult", "main", "prepare"]
 
@@ -81,7 +83,7 @@ def _settings() -> Settings:
 
 def _data(settings: Settings, synthetic: bool) -> TrainingData:
     from serving._engine import find_movielens
-    from sona._datasource import load_training_data, looks_like_movielens
+    from sona_app.datasource import load_training_data, looks_like_movielens
 
     if not synthetic:
         local = settings.data_dir / "ml-100k"
@@ -106,9 +108,10 @@ def _most_active(engine: Sona, n: int) -> list[str]:
 def prepare(*, synthetic: bool = False, adapters: int = 100, epochs: int | None = None) -> QuickstartResult:
     """Steps 1-3: model and adapters in ``SONA_DATA_DIR``, reused when already there."""
     from sona import Sona, SonaConfig
-    from sona._adapter_run import RunCheckpoint, run_adapter_training
-    from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore, attach_adapters
+    from sona.lora import attach_adapters
     from sona.storage import Storage
+    from sona_app.adapter_run import RunCheckpoint, run_adapter_training
+    from sona_app.bootstrap import adapter_store, publish_model, resolve_model
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,10 +119,15 @@ def prepare(*, synthetic: bool = False, adapters: int = 100, epochs: int | None 
     try:
         storage.upgrade()
         model_dir = settings.engine_dir
-        reused_model = model_dir.exists() and any(model_dir.iterdir())
-        if reused_model:
-            _say(f"[1/3] reusing the trained model in {model_dir}")
-            engine = Sona.load(model_dir)
+        # The model the server will serve, resolved as every process resolves it: the current
+        # published one, else SONA_MODEL_DIR's (then published), so adapters train on that one.
+        resolved = resolve_model(settings, storage)
+        reused_model = resolved is not None
+        if resolved is not None:
+            engine = resolved
+            _say(f"[1/3] reusing the trained model {engine.model_id_} (the database's current model)")
+        elif model_dir.exists() and any(model_dir.iterdir()):
+            engine = Sona.load(model_dir)  # not a complete engine: let its error name the problem
         else:
             data = _data(settings, synthetic)
             _say(f"[1/3] training the base model on {data.source}: {len(data.events)} events")
@@ -129,14 +137,11 @@ def prepare(*, synthetic: bool = False, adapters: int = 100, epochs: int | None 
             storage.upsert_content(data.catalog)
             storage.add_events(data.events)
             engine.save(model_dir)
+            publish_model(storage, model_dir, source=data.source)  # current: what the server resolves
             _say(f"      done in {time.perf_counter() - t0:.1f} s; saved to {model_dir}")
         checkpoint = RunCheckpoint(settings.data_dir / "runs", RUN_ID)
         reused_adapters = checkpoint.finished and reused_model
-        store = (
-            DatabaseAdapterStore(storage)
-            if settings.adapter_store == "database"
-            else DirectoryAdapterStore(settings.adapter_dir, storage=storage)
-        )
+        store = adapter_store(settings, storage)
         if reused_adapters:
             attach_adapters(engine, store=store)  # the demo user's top title is the one served
             _say(f"[2/3] reusing the adapters in {settings.adapter_dir} (run record {checkpoint.done_path})")

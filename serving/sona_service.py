@@ -28,7 +28,7 @@ from serving._memory import start_trimming
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._shell import NewlinePaths
 from serving._state import ServiceState, build_state
-from sona import load_settings
+from sona_app.settings import load_settings
 
 __all__ = ["SonaService", "app"]
 

@@ -1,6 +1,8 @@
 """sona: personalization for a video-streaming media gateway.
 
 The supported public API is what ``__all__`` lists; everything else is private.
+The library reads no environment variables and has no command line: settings,
+the ``sona`` command and the process bootstrap live in ``sona_app``.
 
 Names are imported on first use (PEP 562 ``__getattr__``), so ``import sona`` and
 the ``sona`` CLI's ``--help`` do not pay for torch, SQLAlchemy or peft until a
@@ -38,7 +40,6 @@ from sona.errors import (
 if TYPE_CHECKING:
     from sona import datasets, evaluation, search
     from sona.catalog import Catalog, ContentItem
-    from sona.config import Settings, load_settings
     from sona.engine import Recommendation, Sona, SonaConfig
     from sona.evaluation import tune
     from sona.events import (
@@ -62,8 +63,6 @@ _LAZY: dict[str, str] = {
     "tune": "sona.evaluation",
     "Catalog": "sona.catalog",
     "ContentItem": "sona.catalog",
-    "Settings": "sona.config",
-    "load_settings": "sona.config",
     "Recommendation": "sona.engine",
     "Sona": "sona.engine",
     "SonaConfig": "sona.engine",
@@ -82,7 +81,6 @@ _LAZY: dict[str, str] = {
     "TrainingJob": "sona.storage",
     # subpackages reachable as attributes after `import sona`, as when this file imported them eagerly
     "catalog": "sona.catalog",
-    "config": "sona.config",
     "engine": "sona.engine",
     "events": "sona.events",
     "features": "sona.features",
@@ -114,7 +112,6 @@ __all__ = [
     "NotFittedError",
     "NotFoundError",
     "Recommendation",
-    "Settings",
     "Sona",
     "SonaConfig",
     "SonaError",
@@ -137,7 +134,6 @@ __all__ = [
     "events_from_records",
     "events_to_frame",
     "identifier_problem",
-    "load_settings",
     "search",
     "tune",
     "validate_events",

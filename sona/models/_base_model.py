@@ -418,7 +418,7 @@ def _distributed() -> tuple[int, int]:
     """(rank, world size) under ``torchrun``; (0, 1) otherwise.
 
     A process started by ``torchrun`` joins the gloo (CPU) process group here
-    the first time, so ``torchrun -m sona.cli fit ...`` needs no other setup.
+    the first time, so ``torchrun -m serving.cli fit ...`` needs no other setup.
     """
     dist = torch.distributed
     if not dist.is_available():

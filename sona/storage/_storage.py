@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,9 +26,6 @@ from sona.profile import UserProfile
 from sona.storage import _adapters, _content, _events, _jobs, _models, _profiles
 from sona.storage._models import Change, ModelVersion
 from sona.storage._records import AdapterRecord, AddEventsResult, JobStatus, OnConflict, TrainingJob
-
-if TYPE_CHECKING:
-    from sona.config import Settings
 
 __all__ = ["Storage"]
 
@@ -133,10 +130,6 @@ class Storage:
         self._engine = _create_engine(self.url)
         self._writer = self._engine.execution_options(**{_WRITE: True})
         self._conn: Connection | None = None  # set only on transaction() views
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Storage:
-        return cls(settings.database_url)
 
     def __repr__(self) -> str:
         return f"Storage({self.url.render_as_string(hide_password=True)!r})"

@@ -143,7 +143,7 @@ def test_cli_fit_into_an_impossible_directory_fails_without_traceback(tmp_path: 
         [
             sys.executable,
             "-m",
-            "sona.cli",
+            "sona_app.cli",
             "fit",
             "--data",
             "synthetic:20x30",

@@ -11,10 +11,11 @@ import pytest
 
 from serving._auth import issue_token
 from serving._launch import serve
-from sona import Catalog, Sona, SonaConfig, load_settings
-from sona._bootstrap import publish_model
+from sona import Catalog, Sona, SonaConfig
 from sona.engine._persist import read_model_id
 from sona.storage import Storage
+from sona_app.bootstrap import publish_model
+from sona_app.settings import load_settings
 
 SECRET = "discovery-service-secret-0123456789abcdef"
 FAN = "horror-fan"

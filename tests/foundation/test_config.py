@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import sona
-from sona import load_settings
+from sona_app.settings import load_settings
 
 
 def test_defaults_are_embedded(tmp_path: Path) -> None:
@@ -41,6 +42,22 @@ def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(sona.EnvVarError) as err:
         load_settings({name: value})
     assert err.value.name == name and name in str(err.value)
+
+
+def test_only_the_application_side_reads_the_environment() -> None:
+    """``sona`` (the library) has no settings and reads no variable; ``sona_app.settings`` does."""
+    assert not hasattr(sona, "load_settings") and not hasattr(sona, "Settings")
+    # Setting HF_HUB_OFFLINE before loading a local sentence model is a write, not configuration.
+    reads = re.compile(r"os\.getenv|os\.environ(?!\.setdefault\(\"HF_HUB_OFFLINE\")")
+    root = Path(sona.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if reads.search(line)
+    ]
+    assert not found, found
+    assert load_settings({"SONA_DATA_DIR": "/srv/x"}).data_dir == Path("/srv/x")
 
 
 def test_brokers_are_split() -> None:

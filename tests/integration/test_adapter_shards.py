@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from sona import Sona, SonaConfig
-from sona._adapter_run import Shard, shard_of
 from sona.datasets import SyntheticConfig, generate_synthetic
 from sona.lora import DatabaseAdapterStore
 from sona.storage import Storage
+from sona_app.adapter_run import Shard, shard_of
 from tests.integration.conftest import ROOT, base_env
 
 
@@ -26,7 +26,7 @@ def test_shards_partition_any_user_list_stably() -> None:
     assert all(len(p) > 500 for p in parts[:3])
     # BLAKE2b, not hash(): the same in every process, whatever PYTHONHASHSEED says
     other = subprocess.run(
-        [sys.executable, "-c", "from sona._adapter_run import shard_of; print(shard_of('user-7', 3))"],
+        [sys.executable, "-c", "from sona_app.adapter_run import shard_of; print(shard_of('user-7', 3))"],
         env={**base_env(ROOT), "PYTHONHASHSEED": "123"},
         capture_output=True,
         text=True,

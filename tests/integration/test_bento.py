@@ -89,6 +89,7 @@ def test_built_bentos_carry_the_code_and_the_gateway_bento_serves(tmp_path: Path
         src = home / "bentos" / name / version / "src"
         assert (src / "sona" / "storage" / "migrations" / "versions").is_dir()
         assert (src / "serving" / "gateway.py").is_file() and (src / "playback_bridge").is_dir()
+        assert (src / "sona_app" / "bootstrap.py").is_file() and (src / "sona_app" / "settings.py").is_file()
         assert not (src / "tests").exists() and not (src / "notebooks").exists()
 
     data = tmp_path / "data"  # the model directory the Bento is pointed to (SONA_MODEL_DIR)

@@ -62,7 +62,7 @@ def test_every_public_name_resolves() -> None:
         missing = [n for n in package.__all__ if not hasattr(package, n)]
         assert not missing, (package.__name__, missing)
         assert set(package.__all__) <= set(dir(package))
-    for sub in ("catalog", "config", "engine", "events", "features", "lora", "models", "profile", "storage"):
+    for sub in ("catalog", "engine", "events", "features", "lora", "models", "profile", "storage"):
         assert getattr(sona, sub).__name__ == f"sona.{sub}"  # as when sona/__init__ imported them eagerly
     with pytest.raises(AttributeError):
         sona.NoSuchName  # noqa: B018

@@ -10,8 +10,8 @@ import pytest
 
 from serving._state import _compare_scores
 from sona import Sona, SonaConfig
-from sona._adapter_run import RunCheckpoint, run_adapter_training
 from sona.datasets import SyntheticConfig, generate_synthetic
+from sona_app.adapter_run import RunCheckpoint, run_adapter_training
 
 
 def test_progress_bar_ends_at_the_summary_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

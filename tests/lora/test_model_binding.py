@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sona import Sona, SonaConfig, Storage, ViewingEvent, load_settings
-from sona._bootstrap import LiveEngine, publish_model, resolve_model
+from sona import Sona, SonaConfig, Storage, ViewingEvent
 from sona.datasets import SyntheticConfig, generate_synthetic
 from sona.lora import DatabaseAdapterStore, DirectoryAdapterStore, UserAdapterConfig, attach_adapters
 from sona.lora._store import StaleModelError
+from sona_app.bootstrap import LiveEngine, publish_model, resolve_model
+from sona_app.settings import load_settings
 
 CFG = UserAdapterConfig(steps=20, lr=2e-2, min_interval_seconds=0)
 

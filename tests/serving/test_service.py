@@ -16,7 +16,8 @@ import pytest
 from serving._auth import issue_token
 from serving._launch import SERVICE, launch, serve
 from serving._state import build_state
-from sona import ConfigError, load_settings
+from sona import ConfigError
+from sona_app.settings import load_settings
 from tests.serving.conftest import SECRET, FittedEngine
 
 

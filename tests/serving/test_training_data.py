@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from serving._engine import find_movielens
-from sona import load_settings
+from sona_app.settings import load_settings
 
 
 def test_sona_movielens_points_at_the_dataset(tmp_path: Path) -> None:

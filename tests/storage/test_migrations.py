@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from typer.testing import CliRunner
 
 from sona import Storage, StorageError
-from sona.cli import app
+from sona_app.cli import app
 
 TABLES = {
     "content",

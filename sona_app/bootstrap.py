@@ -24,8 +24,9 @@ database's change feed (``state_changes``, polled every 200 ms):
 - ``model`` changes load the new model aside, attach its adapters, then swap the
   engine reference (requests in flight finish on the old one).
 
-The application-side parts of this module (settings, the thread) belong with
-``sona.cli`` outside the library once that moves.
+Bringing a loaded engine up to date with the users' stored events is one
+function, :func:`catch_up` (the live engine and ``sona train-adapters`` both use
+it); choosing the adapter store is one, :func:`adapter_store`.
 """
 
 from __future__ import annotations
@@ -42,20 +43,23 @@ from typing import TYPE_CHECKING
 from sona.errors import SonaError, StorageError, UnknownContentError
 
 if TYPE_CHECKING:
-    from sona.config import Settings
+    import pandas as pd
+
     from sona.engine import Sona
     from sona.lora import AdapterStore, UserAdapterConfig
     from sona.storage import Storage
+    from sona_app.settings import Settings
 
 __all__ = [
     "LiveEngine",
     "adapter_store",
+    "catch_up",
     "load_published",
     "publish_model",
     "resolve_model",
 ]
 
-log = logging.getLogger("sona.bootstrap")
+log = logging.getLogger("sona_app.bootstrap")
 
 #: How often a live engine reads the change feed.
 POLL_SECONDS = 0.2
@@ -75,6 +79,41 @@ def adapter_store(settings: Settings, storage: Storage) -> AdapterStore:
     if settings.adapter_store == "database":
         return DatabaseAdapterStore(storage)
     return DirectoryAdapterStore(settings.adapter_dir, storage=storage)
+
+
+def _stored_events(storage: Storage, user_ids: Sequence[str]) -> pd.DataFrame | None:
+    """The users' stored events (every process's writes), or None when there are none."""
+    users = list(dict.fromkeys(str(u) for u in user_ids))
+    if not users:
+        return None
+    events = storage.events_for_users(users)
+    return None if events.empty else events
+
+
+def _apply_events(engine: Sona, events: pd.DataFrame) -> int:
+    """Observe ``events`` the engine lacks or holds at less progress (idempotent); returns rows read."""
+    known = engine.catalog.lookup(events["content_id"]) >= 0
+    frame = events[known].reset_index(drop=True)
+    try:
+        if len(frame):
+            engine.observe(frame, on_conflict="max_progress")
+    except UnknownContentError:  # pragma: no cover - filtered above
+        users = frame["user_id"].head(5).tolist()
+        log.warning("stored events of %s name titles the model does not know", users)
+    return len(events)
+
+
+def catch_up(engine: Sona, storage: Storage, user_ids: Sequence[str]) -> int:
+    """Bring ``engine`` up to date with the users' events stored in the database; returns rows read.
+
+    Events stored since the model was fitted (playback, ``/profile/update``, any
+    replica) are observed with ``on_conflict="max_progress"``, keyed by event id, so
+    a repeat changes nothing; titles the model does not know are skipped. The one
+    way a loaded engine catches up: the serving processes' :class:`LiveEngine`
+    (per user, on first request and on change) and ``sona train-adapters``.
+    """
+    events = _stored_events(storage, user_ids)
+    return 0 if events is None else _apply_events(engine, events)
 
 
 def _has_engine(directory: Path) -> bool:
@@ -230,22 +269,11 @@ class LiveEngine:
 
     def refresh_users(self, user_ids: Sequence[str]) -> int:
         """Observe the users' stored events the engine lacks or has at less progress; returns rows read."""
-        users = list(dict.fromkeys(str(u) for u in user_ids))
-        if not users:
-            return 0
-        events = self.storage.events_for_users(users)
-        if events.empty:
+        events = _stored_events(self.storage, user_ids)  # read outside the lock: requests keep flowing
+        if events is None:
             return 0
         with self.lock:
-            engine = self._engine
-            known = engine.catalog.lookup(events["content_id"]) >= 0
-            frame = events[known].reset_index(drop=True)
-            try:
-                if len(frame):
-                    engine.observe(frame, on_conflict="max_progress")
-            except UnknownContentError:  # pragma: no cover - filtered above
-                log.warning("stored events of %s name titles the model does not know", users[:5])
-        return len(events)
+            return _apply_events(self._engine, events)  # :func:`catch_up`, into the engine served now
 
     # -- the change feed ---------------------------------------------------------------
     def poll(self) -> None:

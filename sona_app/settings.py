@@ -1,4 +1,4 @@
-"""Runtime configuration, read from the environment in this one place.
+"""Runtime configuration, read from the environment in this one place (nowhere in ``sona`` reads it).
 
 =====================  ======================================  ==========================
 variable               meaning                                 default

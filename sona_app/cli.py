@@ -1,6 +1,6 @@
 """The ``sona`` command line: the library's jobs (schema, fit, scheduled adapter training, evaluation).
 
-Settings come from the environment (see :mod:`sona.config`). Exit codes, the
+Settings come from the environment (see :mod:`sona_app.settings`). Exit codes, the
 same for every command:
 
 ====  ==========================================================================
@@ -12,8 +12,9 @@ same for every command:
 143   terminated by SIGTERM (e.g. Kubernetes); resumes on rerun as well
 ====  ==========================================================================
 
-This module is the library's half of the CLI and imports no web or messaging
-stack; ``serving.cli`` adds ``serve``, ``consume`` and ``demo-events`` to it.
+This module is the jobs' half of the CLI and imports no web or messaging
+stack; ``serving.cli`` adds ``serve``, ``consume`` and ``demo-events`` to it
+(the ``sona`` console script).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sona.config import Settings, load_settings
 from sona.errors import ConfigError, DataError, SonaError, StorageError
+from sona_app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sona.engine import Sona, SonaConfig
@@ -212,14 +213,14 @@ def _open_storage(settings: Settings) -> Storage:
 
 
 def _adapter_store(settings: Settings, storage: Storage) -> AdapterStore:
-    from sona._bootstrap import adapter_store
+    from sona_app.bootstrap import adapter_store
 
     return adapter_store(settings, storage)
 
 
 def _load_engine(settings: Settings, storage: Storage | None = None) -> Sona:
     """The model the services serve (the current published one, else SONA_MODEL_DIR's): one bootstrap."""
-    from sona._bootstrap import resolve_model
+    from sona_app.bootstrap import resolve_model
 
     try:
         engine = resolve_model(settings, storage)
@@ -321,9 +322,9 @@ def fit(
     current model: running services, workers and consumers switch to it within
     seconds, without a restart, and adapters of the previous model stop serving.
     """
-    from sona._bootstrap import publish_model
-    from sona._datasource import load_training_data
     from sona.engine import Sona
+    from sona_app.bootstrap import publish_model
+    from sona_app.datasource import load_training_data
 
     settings = _settings()
     if store:
@@ -364,7 +365,7 @@ def fit(
 
 # ---------------------------------------------------------------- train-adapters
 def _select_users(engine: Sona, storage: Storage, users_file: Path | None, since: str | None) -> list[str]:
-    from sona._adapter_run import parse_since, read_user_file
+    from sona_app.adapter_run import parse_since, read_user_file
 
     if users_file is not None:
         text = sys.stdin.read() if str(users_file) == "-" else None
@@ -376,17 +377,15 @@ def _select_users(engine: Sona, storage: Storage, users_file: Path | None, since
 
 
 def _sync_events(engine: Sona, storage: Storage, users: list[str]) -> int:
-    """Feed the engine the stored events it has not seen (playback, API) for ``users``; returns how many."""
-    if not users:
-        return 0
-    events = storage.events_for_users(users)
-    if events.empty:
-        return 0
-    known = engine.catalog.lookup(events["content_id"]) >= 0
-    fresh = events[known & ~events["event_id"].isin(engine.history_["event_id"])]
-    if len(fresh):
-        engine.observe(fresh.reset_index(drop=True))
-    return len(fresh)
+    """Feed the engine the stored events it has not seen (playback, API) for ``users``; returns how many.
+
+    The same catch-up every serving process does (:func:`sona_app.bootstrap.catch_up`).
+    """
+    from sona_app.bootstrap import catch_up
+
+    before = len(engine.history_)
+    catch_up(engine, storage, users)
+    return len(engine.history_) - before
 
 
 def _require_known_users(engine: Sona, users: list[str], users_file: Path) -> None:
@@ -474,7 +473,7 @@ def train_adapters_cmd(
     """
     if users_file is not None and since is not None:
         raise typer.BadParameter("use either --users or --since, not both", param_hint="--users/--since")
-    from sona._adapter_run import RunCheckpoint, Shard, run_adapter_training, run_key
+    from sona_app.adapter_run import RunCheckpoint, Shard, run_adapter_training, run_key
 
     settings = _settings()
     try:
@@ -562,9 +561,9 @@ def evaluate_cmd(
     """
     import json
 
-    from sona._datasource import load_training_data
     from sona.engine import Sona
     from sona.evaluation import EASE, ItemKNN, Pop, evaluate, temporal_split
+    from sona_app.datasource import load_training_data
 
     try:
         dataset = load_training_data(data, seed=seed)
@@ -594,7 +593,7 @@ def evaluate_cmd(
 
 
 def main() -> None:
-    """Console-script entry for the library-only CLI (``python -m sona.cli``)."""
+    """Entry for the jobs-only CLI (``python -m sona_app.cli``); the ``sona`` script is ``serving.cli``."""
     app()
 
 
