@@ -125,7 +125,7 @@ def publish_model(storage: Storage, directory: str | Path, *, source: str = "", 
 
     Every serving process following the change feed switches to it. Returns its model id.
     """
-    from sona.engine._persist import pack_engine, read_engine, read_model_id
+    from sona.engine import pack_engine, read_engine, read_model_id
 
     model_id = read_model_id(directory) or read_engine(directory).model_id
     assert model_id is not None
@@ -135,8 +135,7 @@ def publish_model(storage: Storage, directory: str | Path, *, source: str = "", 
 
 def load_published(settings: Settings, storage: Storage, model_id: str) -> Sona:
     """The published model ``model_id``, unpacked once under ``$SONA_DATA_DIR/models/``."""
-    from sona.engine import Sona
-    from sona.engine._persist import read_model_id, unpack_engine
+    from sona.engine import Sona, read_model_id, unpack_engine
 
     target = settings.data_dir / "models" / model_id
     if read_model_id(target) != model_id:

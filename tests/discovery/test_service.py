@@ -12,7 +12,7 @@ import pytest
 from serving._auth import issue_token
 from serving._launch import serve
 from sona import Catalog, Sona, SonaConfig
-from sona.engine._persist import read_model_id
+from sona.engine import read_model_id
 from sona.storage import Storage
 from sona_app.bootstrap import publish_model
 from sona_app.settings import load_settings
