@@ -10,44 +10,24 @@ synthetic dataset.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from sona import Catalog, Sona
-from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens
 from sona.storage import Storage
 from sona_app.bootstrap import publish_model, resolve_model
+from sona_app.datasource import default_training_data
 from sona_app.settings import Settings
 
-__all__ = ["find_movielens", "load_or_fit_engine", "training_data"]
+__all__ = ["load_or_fit_engine", "training_data"]
 
 logger = logging.getLogger("serving.engine")
 
-#: The synthetic fallback: small enough to fit in seconds on two cores.
-SYNTHETIC_FALLBACK = SyntheticConfig(n_items=500, n_users=300, events_per_user=30.0, seed=0)
-
-
-def find_movielens(settings: Settings) -> Path | None:
-    """ml-100k: ``$SONA_MOVIELENS``, else ``shared/datasets/ml-100k`` beside the data dir or the repo."""
-    candidates = [] if settings.movielens_dir is None else [settings.movielens_dir]
-    repo = Path(__file__).resolve().parents[1]
-    for base in (settings.data_dir.resolve().parent, repo.parent):
-        candidates.append(base / "shared" / "datasets" / "ml-100k")
-    for path in candidates:
-        if any(path.glob("*.inter")) or (path / "u.data").exists():
-            return path
-    return None
-
 
 def training_data(settings: Settings) -> tuple[Catalog, pd.DataFrame, str]:
-    """``(catalog, events, source)`` to fit a fresh engine on."""
-    path = find_movielens(settings)
-    if path is not None:
-        catalog, events = load_movielens(path)
-        return catalog, events, f"movielens:{path}"
-    catalog, events = generate_synthetic(SYNTHETIC_FALLBACK)
-    return catalog, events, "synthetic"
+    """``(catalog, events, source)`` to fit a fresh engine on: MovieLens-100k if found, else synthetic."""
+    data = default_training_data(settings)
+    return data.catalog, data.events, data.source
 
 
 def load_or_fit_engine(settings: Settings, storage: Storage | None = None) -> Sona:

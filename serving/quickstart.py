@@ -82,8 +82,7 @@ def _settings() -> Settings:
 
 
 def _data(settings: Settings, synthetic: bool) -> TrainingData:
-    from serving._engine import find_movielens
-    from sona_app.datasource import load_training_data, looks_like_movielens
+    from sona_app.datasource import find_movielens, load_training_data, looks_like_movielens
 
     if not synthetic:
         local = settings.data_dir / "ml-100k"

@@ -1,9 +1,10 @@
-"""Where the command line and the quickstart get training data: a path, or ``synthetic``.
+"""Where the command line, the quickstart and a demo service get training data: a path, or ``synthetic``.
 
 One spelling everywhere (``sona fit --data``, ``sona evaluate --data``, the
 quickstart): a MovieLens-100k directory (RecBole atomic or GroupLens layout), or
 ``synthetic[:USERS[xITEMS]]`` for the seeded generator, so a machine without
-the dataset still has a working path.
+the dataset still has a working path. :func:`find_movielens` is where a process
+with no ``--data`` looks (``SONA_MOVIELENS``, else the shared datasets directory).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,7 +20,17 @@ from sona.catalog import Catalog
 from sona.datasets import SyntheticConfig, generate_synthetic, load_movielens
 from sona.errors import ConfigError
 
-__all__ = ["SYNTHETIC_DEFAULT", "TrainingData", "load_training_data", "looks_like_movielens"]
+if TYPE_CHECKING:
+    from sona_app.settings import Settings
+
+__all__ = [
+    "SYNTHETIC_DEFAULT",
+    "TrainingData",
+    "default_training_data",
+    "find_movielens",
+    "load_training_data",
+    "looks_like_movielens",
+]
 
 #: The synthetic fallback: small enough to fit in seconds on two cores.
 SYNTHETIC_DEFAULT = SyntheticConfig(n_items=500, n_users=300, events_per_user=30.0, seed=0)
@@ -69,3 +81,21 @@ def load_training_data(spec: str | Path, *, seed: int = 0) -> TrainingData:
         )
     catalog, events = load_movielens(path)
     return TrainingData(catalog, events, f"movielens ({path})")
+
+
+def find_movielens(settings: Settings) -> Path | None:
+    """ml-100k: ``$SONA_MOVIELENS``, else ``shared/datasets/ml-100k`` beside the data dir or the repo."""
+    candidates = [] if settings.movielens_dir is None else [settings.movielens_dir]
+    repo = Path(__file__).resolve().parents[1]
+    for base in (settings.data_dir.resolve().parent, repo.parent):
+        candidates.append(base / "shared" / "datasets" / "ml-100k")
+    for path in candidates:
+        if looks_like_movielens(path):
+            return path
+    return None
+
+
+def default_training_data(settings: Settings) -> TrainingData:
+    """What a process fits on when it is given no data: MovieLens-100k if found, else ``synthetic``."""
+    path = find_movielens(settings)
+    return load_training_data(path if path is not None else "synthetic")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving._engine import find_movielens
+from sona_app.datasource import find_movielens
 from sona_app.settings import load_settings
 
 
