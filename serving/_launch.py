@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ import httpx
 import psutil
 
 from serving._memory import MALLOC_ENV
+from serving._reuseport import serve_command
 
 __all__ = ["free_port", "launch", "serve"]
 
@@ -70,8 +70,8 @@ def launch(
         **MALLOC_ENV,
         **env,
     }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", service, "--host", host, "--port", str(port)]
+    cmd, listen_env = serve_command(service, host, port)
+    full_env.update(listen_env)
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -11,13 +11,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from serving._fatal import run_bentoml, serving_config_error
+from serving._reuseport import serve_command
 from sona_app.cli import EXIT_FAILED, EXIT_USAGE, settings_or_exit
 from sona_app.cli import app as library_app
 from sona_app.settings import Settings
@@ -108,9 +108,8 @@ def serve(
     if busy is not None:
         typer.echo(f"error: cannot listen on {host}:{port}: {busy}; choose another --port", err=True)
         raise typer.Exit(EXIT_USAGE)
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", _TARGETS[service], "--host", host, "--port", str(port)]
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True")}
+    cmd, listen_env = serve_command(_TARGETS[service], host, port)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True"), **listen_env}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     if workers is not None:  # BentoML reads the worker count from its config; the last option wins
         option = f"services.{_SERVICE_NAMES[service]}.workers={workers}"

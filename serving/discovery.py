@@ -27,6 +27,7 @@ from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._metrics import BENTOML_METRICS_OFF, JWT_FAILURES, install_metrics_route
 from serving._openapi import document, errors
+from serving._reuseport import adopt_listener
 from serving._schemas import StrictFloat, StrictInt, json_integer
 from serving._shell import NewlinePaths
 from sona import Catalog, ConfigError, NotFittedError, Sona
@@ -283,6 +284,9 @@ def build_index(embedder: Embedder, catalog: Catalog, engine: Sona | None) -> Se
 
 _edge = guard(app)
 install_metrics_route(app)
+
+
+adopt_listener()  # this worker's own SO_REUSEPORT socket, before uvicorn serves it
 
 
 @bentoml.service(name="sona-discovery", traffic={"timeout": 10}, metrics=BENTOML_METRICS_OFF)

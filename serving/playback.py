@@ -53,6 +53,7 @@ from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document, errors
+from serving._reuseport import adopt_listener
 from serving._shell import NewlinePaths, make_shell
 from serving._titles import KnownTitles
 from sona import Identifier, NotFoundError, UnknownContentError
@@ -311,6 +312,9 @@ def build_app(settings: Settings) -> FastAPI:
 _shell = make_shell()
 _edge = guard(_shell)
 install_metrics_route(_shell)
+
+
+adopt_listener()  # this worker's own SO_REUSEPORT socket, before uvicorn serves it
 
 
 @bentoml.service(name="playback", traffic={"timeout": 10}, metrics=BENTOML_METRICS_OFF)

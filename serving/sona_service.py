@@ -26,6 +26,7 @@ from serving._fatal import stop_on_config_error
 from serving._limits import guard
 from serving._memory import start_trimming
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
+from serving._reuseport import adopt_listener
 from serving._shell import NewlinePaths
 from serving._state import ServiceState, build_state
 from sona_app.settings import load_settings
@@ -35,6 +36,9 @@ __all__ = ["SonaService", "app"]
 app = create_app()
 _edge = guard(app)
 install_metrics_route(app)
+
+
+adopt_listener()  # this worker's own SO_REUSEPORT socket, before uvicorn serves it
 
 
 @bentoml.service(name="sona", traffic={"timeout": 60}, metrics=BENTOML_METRICS_OFF)
