@@ -3,8 +3,9 @@
 Protocol: temporal per-user 80/20 split; full ranking over every unseen title
 (no sampled negatives); K=10. Every hyperparameter is chosen on validation cut
 from TRAIN only (the last 20% of each user's train events): EASE lambda,
-ItemKNN neighbours, SASRec/GRU4Rec epochs (checkpoints every few epochs,
-within a CPU-time budget), and sona's fusion weights (the sequential source
+ItemKNN neighbours, SASRec/GRU4Rec dropout and epochs (validation NDCG@10
+after every epoch, each fit stopped once it has not improved for
+``--seq-patience`` epochs), and sona's fusion weights (the sequential source
 included) and adapter settings by :func:`sona.evaluation.tune` (its EASE
 lambda is the EASE row's choice). Test figures are computed once, after
 refitting on the whole train part with the chosen values.
@@ -59,8 +60,6 @@ from sona.lora import UserAdapterConfig, train_adapters
 
 K = 10
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-SEQ_DROPOUT = (0.2,)
-SEQ_CHECK_EVERY = 5
 
 
 def _new_user_split(events: pd.DataFrame) -> set[str]:
@@ -69,28 +68,49 @@ def _new_user_split(events: pd.DataFrame) -> set[str]:
 
 
 def _sequential_choice(
-    make: Callable[..., SASRec | GRU4Rec], tr: pd.DataFrame, va: pd.DataFrame, max_epochs: int, budget: float
-) -> tuple[dict[str, float], float, list[str]]:
-    """Dropout and epochs on validation: one fit per dropout, NDCG@10 at every checkpoint."""
-    best: tuple[float, dict[str, float]] = (-1.0, {})
-    notes = []
-    for dropout in SEQ_DROPOUT:
-        model = make(dropout=dropout, epochs=max_epochs, max_seconds=budget)
-        curve: dict[int, float] = {}
+    make: Callable[..., SASRec | GRU4Rec], tr: pd.DataFrame, va: pd.DataFrame, args: argparse.Namespace
+) -> tuple[dict[str, float], float, list[str], list[dict]]:
+    """Dropout and epochs on validation: one fit per dropout, NDCG@10 after every epoch.
 
-        def check(epoch: int, model: SASRec | GRU4Rec = model, curve: dict[int, float] = curve) -> None:
-            if epoch % SEQ_CHECK_EVERY == 0:
-                curve[epoch] = evaluate(model, va, K)["ndcg"]
+    Each fit runs until validation has not improved for ``args.seq_patience`` epochs (as RecBole's
+    ``stopping_step``), so the chosen epoch is a peak of the curve, not where a budget cut it;
+    ``args.seq_epochs`` and ``args.seq_budget`` are safety caps, and a fit they end is flagged.
+    """
+    best: tuple[float, dict[str, float]] = (-1.0, {})
+    notes, curves = [], []
+    for dropout in args.seq_dropout:
+        model = make(dropout=dropout, epochs=args.seq_epochs, max_seconds=args.seq_budget)
+        curve: dict[int, float] = {}
+        t = time.perf_counter()
+
+        def check(
+            epoch: int, model: SASRec | GRU4Rec = model, curve: dict[int, float] = curve, t0: float = t
+        ) -> bool:
+            curve[epoch] = evaluate(model, va, K)["ndcg"]
+            print(
+                f"{type(model).__name__} dropout {model.dropout}: epoch {epoch} {curve[epoch]:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+            return epoch - max(curve, key=curve.__getitem__) >= args.seq_patience
 
         model.on_epoch = check
         model.fit(tr)
-        if not curve:
-            curve[model.epochs_run_] = evaluate(model, va, K)["ndcg"]
         ep = max(curve, key=curve.__getitem__)
-        notes.append(f"dropout {dropout}: " + ", ".join(f"{e}:{v:.4f}" for e, v in curve.items()))
+        peaked = model.stop_reason_ == "on_epoch"
+        how = (
+            f"peak at {ep}, stopped at {model.epochs_run_}"
+            if peaked
+            else f"NOT PEAKED: cut by {model.stop_reason_} at {model.epochs_run_}"
+        )
+        notes.append(f"dropout {dropout}: {how}; " + ", ".join(f"{e}:{v:.4f}" for e, v in curve.items()))
+        curves.append(
+            {"dropout": dropout, "curve": curve, "best_epoch": ep, "stop": model.stop_reason_,
+             "seconds": time.perf_counter() - t}
+        )  # fmt: skip
         if curve[ep] > best[0]:
             best = (curve[ep], {"dropout": dropout, "epochs": ep})
-    return best[1], best[0], notes
+    return best[1], best[0], notes, curves
 
 
 def _metrics_row(name: str, m: dict[str, float], seconds: float, chosen: str) -> str:
@@ -187,7 +207,7 @@ def part_classic(d: dict, args: argparse.Namespace) -> dict:
 
 
 def part_sequential(d: dict, args: argparse.Namespace, label: str) -> dict:
-    """SASRec or GRU4Rec: epochs on validation (CPU-time budget), test once, new users (SASRec)."""
+    """SASRec or GRU4Rec: dropout and epochs on validation (early stopping), test once, new users."""
     cls = SASRec if label == "SASRec" else GRU4Rec
     catalog = d["catalog"]
     res: dict = {"val": {}, "test": {}, "new": {}}
@@ -195,9 +215,14 @@ def part_sequential(d: dict, args: argparse.Namespace, label: str) -> dict:
     def make(**kw: float) -> SASRec | GRU4Rec:
         return cls(catalog, batch_size=args.seq_batch, seed=0, **kw)
 
-    chosen, v, notes = _sequential_choice(make, d["tr"], d["va"], args.seq_epochs, args.seq_budget)
-    text = f"dropout={chosen['dropout']}, epochs={chosen['epochs']} (validation curve {'; '.join(notes)})"
+    chosen, v, notes, curves = _sequential_choice(make, d["tr"], d["va"], args)
+    grid = "/".join(f"{x:g}" for x in args.seq_dropout)
+    text = (
+        f"dropout={chosen['dropout']} of {grid}, epochs={chosen['epochs']} (batch {args.seq_batch}, patience "
+        f"{args.seq_patience}; validation curves {'; '.join(notes)})"
+    )
     res["val"][label] = (v, text)
+    res["curves"] = {label: curves}
     model = make(dropout=chosen["dropout"], epochs=int(chosen["epochs"]))
     t = time.perf_counter()
     model.fit(d["train"])
@@ -386,11 +411,32 @@ def main() -> None:
         "machine), or assemble the saved parts into the section; 'all' runs every part in turn",
     )
     ap.add_argument("--parts-dir", type=Path, default=Path("/tmp/sona-quality-parts"))
-    ap.add_argument("--seq-epochs", type=int, default=60, help="most epochs of SASRec/GRU4Rec")
     ap.add_argument(
-        "--seq-budget", type=float, default=150.0, help="CPU seconds per SASRec/GRU4Rec tuning fit"
+        "--seq-epochs",
+        type=int,
+        default=300,
+        help="cap on SASRec/GRU4Rec epochs (safety; flagged if reached)",
     )
-    ap.add_argument("--seq-batch", type=int, default=128)
+    ap.add_argument(
+        "--seq-patience",
+        type=int,
+        default=10,
+        help="SASRec/GRU4Rec tuning fits stop after this many epochs without a better validation NDCG@10",
+    )
+    ap.add_argument(
+        "--seq-budget",
+        type=float,
+        default=None,
+        help="optional cap in CPU seconds per SASRec/GRU4Rec tuning fit (safety; flagged if reached)",
+    )
+    ap.add_argument("--seq-dropout", type=float, nargs="+", default=[0.2, 0.5], help="dropout candidates")
+    ap.add_argument(
+        "--seq-batch",
+        type=int,
+        default=32,
+        help="training windows per step: each holds up to 50 targets, so 32 is ~1,600 targets per step, "
+        "near RecBole's 2,048 (128 windows gave ~10 steps per epoch on 610 users)",
+    )
     ap.add_argument("--new-user-sequential", action="store_true", help="also SASRec/GRU4Rec on new users")
     ap.add_argument(
         "--lam", type=float, nargs="+", default=None, help="ease_lambda candidates of sona's tune"

@@ -11,16 +11,18 @@ title. ``observe`` appends titles to a user's sequence (new users too) without
 retraining, like EASE's fold-in.
 
 - :class:`SASRec` (Kang & McAuley 2018): learned positions, causal
-  self-attention blocks (pre-norm queries, residual, point-wise feed-forward),
-  shared input/output item embeddings.
+  self-attention blocks (pre-norm queries, residual, point-wise feed-forward;
+  padded positions masked as keys), shared input/output item embeddings.
 - :class:`GRU4Rec` (Hidasi et al. 2016, with the padded-sequence training of
   RecBole): embedding, dropout, GRU, a dense projection, dot product with the
   item embeddings.
 
 Long histories are cut into windows of ``max_len`` titles (from the end), so
-every event is a training target. Training is bounded by ``epochs`` and an
+every event is a training target. Training is bounded by ``epochs``, an
 optional budget ``max_seconds`` of this process's CPU time (not wall time, so a
-busy shared machine does not cut training short).
+busy shared machine does not cut training short), and ``on_epoch``: a callback
+after every epoch that stops training by returning True (early stopping on a
+validation split). ``stop_reason_`` says which of the three ended the fit.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class _SASRecNet(nn.Module):
             for _ in range(blocks)
         )
         self.last_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.scale = dim**0.5
+        self.scale, self.heads = dim**0.5, heads
         nn.init.normal_(self.items.weight, std=dim**-0.5)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
@@ -72,10 +74,14 @@ class _SASRecNet(nn.Module):
         x = self.drop(x)
         pad = seq == 0
         x = x * (~pad)[..., None]
-        causal = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+        # causal, and padding is never a key (as the original code and RecBole mask it); a padding
+        # query keeps its own position so its row (zeroed below) is never fully masked
+        own = torch.eye(n, dtype=torch.bool)[None]
+        mask = (torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)[None] | pad[:, None, :]) & ~own
+        mask = mask.repeat_interleave(self.heads, dim=0)
         for norm, attn, fnorm, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn, strict=True):
             q = norm(x)
-            a, _ = attn(q, x, x, attn_mask=causal, need_weights=False)
+            a, _ = attn(q, x, x, attn_mask=mask, need_weights=False)
             x = fnorm(q + a)
             x = x + ffn(x)
             x = x * (~pad)[..., None]
@@ -135,7 +141,7 @@ class _Sequential(_Baseline):
         self.dim, self.max_len, self.dropout, self.lr = dim, max_len, dropout, lr
         self.epochs, self.batch_size, self.weight_decay = epochs, batch_size, weight_decay
         self.max_seconds, self.seed, self.threads = max_seconds, seed, threads
-        self.on_epoch: Callable[[int], None] | None = None
+        self.on_epoch: Callable[[int], bool | None] | None = None
 
     def _net(self) -> nn.Module:
         raise NotImplementedError
@@ -171,7 +177,8 @@ class _Sequential(_Baseline):
 
     def fit(self, events: pd.DataFrame) -> Self:
         """Train from ``events``; replaces any earlier fit. ``on_epoch(epoch)``, when set, runs after
-        each epoch with the network in eval mode (validation checkpoints)."""
+        each epoch with the network in eval mode (validation checkpoints); returning True stops
+        training there (early stopping)."""
         return super().fit(events)
 
     def _fit_items(self) -> None:
@@ -192,6 +199,7 @@ class _Sequential(_Baseline):
             opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             start = time.process_time()
             self.epochs_run_ = 0
+            self.stop_reason_ = "epochs"
             for epoch in range(self.epochs):
                 self.net_.train()
                 perm = torch.randperm(len(windows), generator=gen)
@@ -211,9 +219,11 @@ class _Sequential(_Baseline):
                     raise FitError(f"{type(self).__name__} training diverged (loss={loss_val})")
                 self.epochs_run_ = epoch + 1
                 self.net_.eval()
-                if self.on_epoch is not None:
-                    self.on_epoch(epoch + 1)
+                if self.on_epoch is not None and self.on_epoch(epoch + 1):
+                    self.stop_reason_ = "on_epoch"
+                    break
                 if self.max_seconds is not None and time.process_time() - start > self.max_seconds:
+                    self.stop_reason_ = "max_seconds"
                     break
             self.net_.eval()
 

@@ -68,6 +68,31 @@ def test_sequential_baselines_learn_the_order(cls: type) -> None:
     assert model.recommend_batch(["new"], k=1)["content_id"].tolist() == ["c8"]
 
 
+def test_sequential_training_stops_when_on_epoch_says_so() -> None:
+    """Early stopping on validation: the callback sees the model after each epoch and ends the fit."""
+    catalog, events = _cycle_world(n_users=20, length=8)
+    train, held = temporal_split(events, 0.2)
+    model = GRU4Rec(catalog, dim=8, hidden=8, max_len=5, epochs=50, dropout=0.0, seed=0)
+    seen: list[tuple[int, float]] = []
+
+    def check(epoch: int) -> bool:
+        seen.append((epoch, evaluate(model, held, k=3)["ndcg"]))  # the net is usable mid-fit
+        return epoch == 3
+
+    model.on_epoch = check
+    model.fit(train)
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert (model.epochs_run_, model.stop_reason_) == (3, "on_epoch")
+    model.on_epoch = None
+    model.max_seconds = 0.0  # the CPU budget ends the fit after the first epoch
+    model.fit(train)
+    assert (model.epochs_run_, model.stop_reason_) == (1, "max_seconds")
+    model.max_seconds = None
+    model.epochs = 2
+    model.fit(train)
+    assert (model.epochs_run_, model.stop_reason_) == (2, "epochs")
+
+
 def test_engine_sequential_source_ranks_the_next_title() -> None:
     catalog, events = _cycle_world()
     cfg = sona.SonaConfig(epochs=2, dim=8, hidden_dim=16, progress=False, calibration="off", seed=0)
