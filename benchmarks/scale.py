@@ -65,7 +65,7 @@ def child_fit(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"events": len(events), "users": args.users, "items": args.items}
     if args.model == "sona":
         import sona
-        import sona.engine._sona as engine_module
+        import sona.engine._fit as engine_module
 
         timed: dict[str, float] = {}
         train = engine_module.train_base_model
@@ -118,7 +118,7 @@ def _recommend_vs_floor(engine) -> dict[str, float]:  # noqa: ANN001
     t0 = time.perf_counter()
     engine.recommend_batch(users, k=10, exclude_watched=True, explore=False)
     rec_s = time.perf_counter() - t0
-    x = engine._tower_inputs_rows(np.arange(len(users)), None)
+    x = engine.tower_inputs(users).numpy()
     with torch.no_grad():
         emb = engine.scorer_.user_embedding(torch.from_numpy(x)).numpy()
     items = engine.scorer_.item_embeddings.detach().numpy()

@@ -4,8 +4,8 @@ Before training, a bounded random sample of users (``SHARE`` of them, at most
 ``MAX_USERS``) has its last ``TAIL`` share of events set aside
 (:func:`holdout_mask`): the networks and item-item weights are trained without
 them, the served profiles still include them. Afterwards the pairs are scored
-by the engine itself with those users' profiles rebuilt from the rest (through
-:meth:`sona.Sona.training_view`, the served fusion): the fused score of every
+by the model itself with those users' profiles rebuilt from the rest (through
+:func:`~sona.engine._ranking.training_view`, the served fusion): the fused score of every
 held-out title the user had not seen before is a positive, that of a sample of
 the other unseen titles a negative (weighted by the inverse sampling rate).
 :func:`~sona.models.fit_platt` on these pairs gives ``score`` ≈ P(title among
@@ -26,19 +26,16 @@ future events.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
 
+from sona.engine._model import FittedModel
+from sona.engine._ranking import training_view
 from sona.features import EventArrays
 from sona.models import PlattScaling, fit_platt
 from sona.models._config import SonaConfig
-
-if TYPE_CHECKING:
-    from sona.engine import Sona
 
 __all__ = ["TAIL", "fit_calibration", "holdout_mask"]
 
@@ -86,23 +83,24 @@ def holdout_mask(config: SonaConfig, ev: EventArrays, n_users: int) -> npt.NDArr
 
 
 def fit_calibration(
-    engine: Sona,
+    model: FittedModel,
+    user_ids: npt.NDArray[np.object_],
     frame: pd.DataFrame,
     ev: EventArrays,
     w_event: npt.NDArray[np.float32],
     held_out: npt.NDArray[np.bool_],
 ) -> PlattScaling | None:
-    """Platt parameters for ``engine`` from the ``held_out`` events of its training frame.
+    """Platt parameters for ``model`` from the ``held_out`` events of its training frame.
 
     ``frame`` is sorted by user, then time; ``ev`` and ``w_event`` are its
     arrays and engagement weights, with users at their positions in
-    ``engine.users_``; ``held_out`` comes from :func:`holdout_mask`.
+    ``user_ids``; ``held_out`` comes from :func:`holdout_mask`.
     Deterministic for a given ``config.seed``. Returns None when there are too
     few held-out titles or ``config.calibration`` is ``"off"``.
     """
-    if engine.config.calibration == "off" or not held_out.any():
+    if model.config.calibration == "off" or not held_out.any():
         return None
-    n_users, n_items = len(engine.users_), len(engine.catalog)
+    n_users, n_items = len(user_ids), len(model.catalog)
     sample = np.zeros(n_users, dtype=bool)
     sample[ev.user[held_out]] = True
     in_sample = sample[ev.user]
@@ -114,7 +112,7 @@ def fit_calibration(
         return None
     users = np.unique(pos_keys // n_items)  # users with something to predict
 
-    rng = np.random.default_rng(engine.config.seed)
+    rng = np.random.default_rng(model.config.seed)
     neg_items = rng.integers(0, n_items, size=(len(users), NEGATIVES))
     neg_keys = _keys(np.repeat(users, NEGATIVES), neg_items.ravel(), n_items)
     ok = ~np.isin(neg_keys, head_keys) & ~np.isin(neg_keys, pos_keys)
@@ -137,10 +135,10 @@ def fit_calibration(
     fused = np.empty(len(keys), dtype=np.float64)
     for lo in range(0, len(users), CHUNK):
         chunk = users[lo : lo + CHUNK]
-        ids = [str(u) for u in engine.users_[chunk]]
-        view = engine.training_view(head.loc[head["user_id"].isin(ids)], ids, fixed=True)
+        ids = [str(u) for u in user_ids[chunk]]
+        view = training_view(model, head.loc[head["user_id"].isin(ids)], ids, fixed=True)
         with torch.no_grad():
-            block = view.served(engine.scorer_(view.tower_inputs))
+            block = view.served(model.scorer(view.tower_inputs))
         a, b = np.searchsorted(key_user, [chunk[0], chunk[-1] + 1])
         row = np.searchsorted(chunk, key_user[a:b])
         fused[a:b] = block[torch.from_numpy(row), torch.from_numpy(keys[a:b] % n_items)].double().numpy()

@@ -131,6 +131,55 @@ class EventLog:
             log.frame()  # amortized: the base at least grows by a quarter between merges
         return log
 
+    def shares_base(self, other: EventLog) -> bool:
+        """True while both logs are ``other``'s base plus appended batches (no merge since)."""
+        return self._parts[0] is other._parts[0]
+
+    def rebased(self, onto: EventLog) -> EventLog:
+        """The same events, as ``onto``'s base (shared) plus one batch of the rows that differ from it.
+
+        One pass over every event. ``onto`` must hold no event this log lacks (an
+        older state of the same history).
+        """
+        now = self.frame()
+        base = onto._parts[0]
+        if onto._parts[1]:
+            onto.frame()
+            base = onto._parts[0]
+        at = base.ids().get_indexer(now["event_id"].to_numpy(dtype=object))
+        old = base.frame.iloc[at[at >= 0]]
+        both = now[at >= 0]
+        same = np.ones(len(both), dtype=bool)
+        for c in now.columns:
+            a, b = both[c].to_numpy(), old[c].to_numpy()
+            same &= (a == b) | (pd.isna(a) & pd.isna(b))
+        diff = pd.concat([now[at < 0], both[~same]], ignore_index=True)
+        batches = (diff,) if len(diff) else ()
+        return EventLog(base.frame, _base=base, _batches=batches, _replaced=int((~same).sum()))
+
+    def without_appended(self, user_ids: set[str]) -> EventLog:
+        """A new log without the rows of ``user_ids`` appended after the base; their base rows stay.
+
+        Costs a pass over the appended rows only.
+        """
+        base, batches, replaced = self._parts
+        wanted = pd.Index(list(user_ids), dtype=object)
+        kept: list[pd.DataFrame] = []
+        gone: list[pd.DataFrame] = []
+        for b in batches:
+            drop = b["user_id"].isin(wanted).to_numpy()
+            gone.append(b[drop])
+            if (~drop).any():
+                kept.append(b[~drop].reset_index(drop=True))
+        if not any(len(g) for g in gone):
+            return self
+        ids = pd.concat(gone, ignore_index=True)["event_id"].drop_duplicates()
+        # Rows that superseded an older one: every row of an id in the base, all but the first otherwise.
+        superseding = sum(len(g) for g in gone) - int(
+            (base.ids().get_indexer(ids.to_numpy(dtype=object)) < 0).sum()
+        )
+        return EventLog(base.frame, _base=base, _batches=tuple(kept), _replaced=replaced - superseding)
+
     def for_users(self, user_ids: Sequence[str]) -> pd.DataFrame:
         """Events of ``user_ids``, sorted by user then time, as ``frame()`` would order them."""
         base, batches, replaced = self._parts

@@ -1,8 +1,8 @@
 """State ``fit`` (and ``load``) derive from the catalog and the events, outside the trained networks.
 
-Each builder returns a small dataclass; the engine adopts its fields as
-learned attributes (``field`` → ``engine.field_``), so ``fit`` and ``load``
-build the same state through the same code.
+Each builder returns a small dataclass or array that becomes part of the
+:class:`~sona.engine._model.FittedModel`, so ``fit`` and ``load`` build the
+same state through the same code.
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sona.catalog import Catalog
-from sona.features import EventArrays, cold_start_order, l2_normalize, people_similarity, popularity_scores
+from sona.features import (
+    EventArrays,
+    cold_start_order,
+    engagement_weight,
+    l2_normalize,
+    people_similarity,
+    popularity_scores,
+)
 from sona.models import BaseModelParams, ease_weights, itemknn_weights, sparse_ease_weights
 from sona.models._config import CollaborativeKind, SonaConfig
+from sona.models._transitions import transition_weights
 
 __all__ = [
     "CatalogTables",
@@ -30,6 +38,8 @@ __all__ = [
     "fit_item_state",
     "loaded_item_state",
     "order_matrix",
+    "qualifying",
+    "transitions_of",
 ]
 
 
@@ -181,3 +191,17 @@ def loaded_item_state(
         cold_order=model["cold_order"],
         cold_rank=model["cold_rank"],
     )
+
+
+def qualifying(cfg: SonaConfig, ev: EventArrays) -> npt.NDArray[np.bool_]:
+    """Events with a positive engagement weight (the ones profiles and sequences count)."""
+    w = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
+    return w > 0
+
+
+def transitions_of(cfg: SonaConfig, n_items: int, ev: EventArrays) -> sp.csr_matrix:
+    """The sequential source's title-to-next-title weights, from the events the model is built on."""
+    return transition_weights(
+        ev.user, ev.item, ev.seconds, qualifying(cfg, ev), n_items,
+        window=cfg.sequence_window, decay=cfg.sequence_decay,
+    )  # fmt: skip

@@ -1,8 +1,8 @@
-"""Rows of the engine's per-user profile state: splicing updated rows in, and reading them out.
+"""Rows of the engine's per-user profile state: computing, splicing and reading them.
 
 ``observe`` recomputes only the touched users' rows and splices them into
-copies of the state arrays; requests read rows back as tower inputs or as
-:class:`~sona.profile.UserProfile` objects.
+copies of the state arrays; ``forget`` takes rows back out; requests read rows
+back as tower inputs or as :class:`~sona.profile.UserProfile` objects.
 """
 
 from __future__ import annotations
@@ -17,11 +17,47 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from sona._ids import UserId
+from sona.engine._fit_state import CatalogTables
 from sona.engine._requests import Context
-from sona.features import DAYPARTS, ProfileState, daypart_onehot, side_features
+from sona.features import DAYPARTS, EventArrays, ProfileState, compute_profiles, daypart_onehot, side_features
+from sona.models._config import SonaConfig
 from sona.profile import UserProfile
 
-__all__ = ["merge_profile_rows", "splice_rows", "tower_input_rows", "user_profiles"]
+__all__ = [
+    "merge_profile_rows",
+    "profile_state",
+    "splice_rows",
+    "take_rows",
+    "tower_input_rows",
+    "user_profiles",
+]
+
+
+def profile_state(
+    cfg: SonaConfig,
+    tables: CatalogTables,
+    content_embeddings: npt.NDArray[np.float32],
+    ev: EventArrays,
+    n_users: int,
+) -> ProfileState:
+    """Profile rows of ``n_users`` users from their events (``ev.user`` are row positions)."""
+    return compute_profiles(
+        ev,
+        n_users,
+        tables.genre_matrix.shape[0],
+        content_embeddings=content_embeddings,
+        genre_matrix=tables.genre_matrix,
+        release_years=tables.years,
+        min_completion=cfg.min_completion,
+        decay_base=cfg.decay_base,
+        decay_period_days=cfg.decay_period_days,
+        genre_smoothing=cfg.genre_smoothing,
+    )
+
+
+def take_rows(st: ProfileState, rows: npt.NDArray[np.int64]) -> ProfileState:
+    """The state's rows ``rows``, in that order (new arrays)."""
+    return ProfileState(**{f.name: getattr(st, f.name)[rows] for f in fields(ProfileState)})
 
 
 def splice_rows(

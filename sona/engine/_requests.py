@@ -6,9 +6,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from sona.errors import DataError, ValidationError
+from sona.catalog import Catalog
+from sona.errors import DataError, UnknownContentError, ValidationError
 from sona.events import ViewingEvent, events_to_frame, validate_events
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "check_context",
     "check_diversity",
     "check_k",
+    "check_titles",
     "check_user_id",
     "check_user_ids",
 ]
@@ -108,3 +111,12 @@ def as_frame(events: pd.DataFrame | Sequence[ViewingEvent], *, allow_empty: bool
     if len(frame) == 0 and not allow_empty:
         raise DataError("events are empty: fit needs at least one viewing event")
     return frame
+
+
+def check_titles(catalog: Catalog, frame: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Catalog positions of the events' titles; titles missing from the catalog raise
+    :class:`UnknownContentError` naming (up to 20 of) them."""
+    pos = catalog.lookup(frame["content_id"])
+    if (pos < 0).any():
+        raise UnknownContentError(sorted(set(frame["content_id"][pos < 0].astype(str)))[:20])
+    return pos

@@ -18,33 +18,43 @@ The fused value maps to a score in [0, 1] by Platt scaling fitted in ``fit`` (mo
 so ranks never change). Users with no qualifying events get the genre-diverse
 popular list (cold start) instead.
 
-LoRA hooks (``sona.lora`` builds on these; nothing here imports it eagerly):
+Structure. ``Sona`` is the notebook facade over three parts: the frozen
+:class:`~sona.engine._model.FittedModel` (``model_``, what ``fit`` learned and
+``save`` writes, named by ``model_id_``), the per-user state behind the
+:class:`~sona.engine._user_state.UserState` protocol (in memory here), and
+ranking as plain functions of the two plus the request and the attached adapters
+(:mod:`sona.engine._ranking`).
 
-- ``adapters_`` (None by default). When set and ``use_adapter`` is true, the
-  tower logits of a batch come from
-  ``adapters_.tower_logits(user_ids, x, scorer_)`` instead of ``scorer_(x)``,
-  and ``score_components`` reports the difference as ``adapter_delta``. An
-  adapter set that also has ``resident_logits(user_ids, x, scorer_) -> (rows,
-  logits)`` is asked only for the rows of users with an adapter (the fast path).
+LoRA hooks (``sona.lora`` builds on these through its ``AdaptableEngine``
+protocol; nothing here imports it eagerly, and it never sets engine attributes):
+
+- ``attach(adapters)`` / ``detach()``; ``adapters_`` is the set attached (None
+  by default). When set and ``use_adapter`` is true, the tower logits of a batch
+  come from ``adapters.tower_logits(user_ids, x, scorer_)`` instead of
+  ``scorer_(x)``, and ``score_components`` reports the difference as
+  ``adapter_delta``. A set that also has ``resident_embeddings(user_ids, x) ->
+  (rows, embeddings)`` is asked only for the rows of users with an adapter (the
+  fast path). ``forget_adapters(user_ids)`` drops resident ones (a newer version
+  was stored elsewhere).
 - ``scorer_``: the :class:`~sona.models.TowerScorer`; its tower's ``fc1`` and
-  ``fc2`` are the adapter targets.
+  ``fc2`` are the adapter targets. ``model_id_`` names the model adapters belong to.
 - ``tower_inputs(user_ids, context)``: the exact (batch, in_dim) tensor the
   tower sees for those users, from their current profiles.
 - ``training_view(events, user_ids)``: the same tower inputs and the fused
   score of every other source, for profiles built from only ``events`` (an
   older part of each user's history), as a :class:`~sona.models.TrainingView`.
-- ``user_history(user_id)`` and ``interactions(user_ids)``: the events and the
-  engagement-weight rows adapters train on; ``item_index(content_ids)`` maps ids.
+- ``user_history(user_id)``, ``user_events(user_ids)`` and ``interactions(user_ids)``:
+  the events and the engagement-weight rows adapters train on; ``item_index(content_ids)`` maps ids.
 - ``train_adapters(user_ids, **kwargs)`` forwards to ``sona.lora.train_adapters``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -54,20 +64,20 @@ import torch
 
 from sona.catalog import Catalog
 from sona.engine._batching import ranked_frame, run_chunked, workers_for
-from sona.engine._calibrate import fit_calibration, holdout_mask
-from sona.engine._event_log import EventLog
 from sona.engine._explain import because, cold_recommendation, explained, top_sources
-from sona.engine._fit_state import (
-    base_params,
-    catalog_tables,
-    event_arrays,
-    fit_item_state,
-    loaded_item_state,
-    order_matrix,
+from sona.engine._fit import fit_model, load_model, saved_engine
+from sona.engine._model import FittedModel, learned
+from sona.engine._persist import write_engine
+from sona.engine._profile_rows import tower_input_rows, user_profiles
+from sona.engine._ranking import (
+    AttachedAdapters,
+    RankRequest,
+    TowerAdapters,
+    components,
+    csr_rows,
+    rank,
+    training_view,
 )
-from sona.engine._observe import progressed
-from sona.engine._persist import SavedEngine, item_arrays, model_id_of, read_engine, write_engine
-from sona.engine._profile_rows import merge_profile_rows, tower_input_rows, user_profiles
 from sona.engine._requests import (
     Context,
     OnConflict,
@@ -76,82 +86,24 @@ from sona.engine._requests import (
     check_context,
     check_diversity,
     check_k,
+    check_titles,
     check_user_id,
     check_user_ids,
 )
-from sona.errors import ConfigError, DataError, NotFittedError, UnknownContentError
+from sona.engine._user_state import UserState
+from sona.errors import ConfigError, NotFittedError, UnknownUserError
 from sona.events import ViewingEvent
-from sona.features import (
-    EventArrays,
-    ProfileState,
-    compute_profiles,
-    content_features,
-    context_item_scores,
-    engagement_weight,
-    side_features,
-)
-from sona.models import (
-    FusedBatch,
-    FusionWeights,
-    ItemTables,
-    PlattScaling,
-    TrainingView,
-    explore_mask,
-    explore_picks,
-    mask_rows,
-    select_top,
-    train_base_model,
-)
-from sona.models._calibration import sigmoid
-from sona.models._config import SonaConfig
+from sona.features import ProfileState
+from sona.models import PlattScaling, TrainingView
+from sona.models._config import CollaborativeKind, SonaConfig
 from sona.models._recommendation import Recommendation
-from sona.models._transitions import recent_rows, transition_weights
 from sona.profile import UserProfile
 
 __all__ = ["Context", "OnConflict", "Recommendation", "Sona", "SonaConfig"]
 
-_Ranked = tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float32],
-    npt.NDArray[np.bool_],
-    npt.NDArray[np.bool_],
-    dict[str, npt.NDArray[np.float32]],
-]
-_CHUNK = 1024
-_VIEW_COLUMNS = ("completion_rate", "rating", "dismissed")
 #: The config fields ``reweighted`` may change.
 _WEIGHT_FIELDS = frozenset(f.name for f in fields(SonaConfig) if f.name.startswith("w_"))
-#: Weights of the sources the uncalibrated squash normalizes the fused score by.
-_SQUASH_WEIGHTS = ("w_collaborative", "w_tower", "w_content", "w_graph", "w_genre", "w_popularity")
-
-
-class _Tower(NamedTuple):
-    """The tower's part of a batch: base embeddings and the adapters' (see ``Sona._tower``)."""
-
-    base: npt.NDArray[np.float32] | None
-    adapted_user: npt.NDArray[np.float32] | None = None
-    adapted: torch.Tensor | None = None
-    base_logits: torch.Tensor | None = None
-
-
-def _csr_rows(m: sp.csr_matrix, rows: npt.NDArray[np.int64]) -> sp.csr_matrix:
-    """``m[rows]`` for read-only use; one row is a slice, half the cost of fancy indexing per request."""
-    if len(rows) == 1:
-        i = int(rows[0])
-        return m[i : i + 1]
-    return m[rows]
-
-
-def _outside(cand: npt.NDArray[np.int64], top: npt.NDArray[np.int64], n_items: int) -> npt.NDArray[np.int64]:
-    """Each row's candidates that are not in its top, in candidate order (the exploration pool).
-
-    MMR picks the top from anywhere among the candidates, so ``cand[:, k:]`` may hold top titles.
-    """
-    rows = np.arange(len(cand), dtype=np.int64)[:, None] * n_items
-    in_top = np.isin(cand + rows, top + rows)
-    width = int((~in_top).sum(axis=1).min()) if len(cand) else 0
-    order = np.argsort(in_top, axis=1, kind="stable")[:, :width]
-    return np.take_along_axis(cand, order, axis=1)
+_Items = npt.NDArray[np.float32] | sp.csr_matrix
 
 
 class Sona:
@@ -167,10 +119,29 @@ class Sona:
     Notes
     -----
     ``fit`` trains the shared parts (content embeddings, user tower,
-    item-item weights) once. ``observe`` only recomputes the touched users'
-    profile rows, so new users are served without retraining. See the module
-    docstring for the fusion and the LoRA hooks.
+    item-item weights) once, as a frozen ``model_``. ``observe`` only recomputes
+    the touched users' profile rows, so new users are served without retraining.
+    See the module docstring for the fusion and the LoRA hooks.
     """
+
+    # Learned attributes: read from the fitted model, absent before ``fit``.
+    scorer_ = learned(lambda m: m.scorer)
+    content_embeddings_ = learned(lambda m: m.content_embeddings)
+    calibration_: learned[PlattScaling | None] = learned(lambda m: m.calibration)
+    model_id_ = learned(lambda m: m.model_id)
+    transitions_ = learned(lambda m: m.transitions)
+    genre_matrix_ = learned(lambda m: m.tables.genre_matrix)
+    genre_mean_matrix_ = learned(lambda m: m.tables.genre_mean_matrix)
+    years_ = learned(lambda m: m.tables.years)
+    durations_ = learned(lambda m: m.tables.durations)
+    content_unit_ = learned(lambda m: m.items.content_unit)
+    collab_: learned[_Items] = learned(lambda m: m.items.collab)
+    collab_kind_: learned[CollaborativeKind] = learned(lambda m: m.items.collab_kind)
+    graph_: learned[sp.csr_matrix | None] = learned(lambda m: m.items.graph)
+    popularity_ = learned(lambda m: m.items.popularity)
+    trending_ = learned(lambda m: m.items.trending)
+    cold_order_ = learned(lambda m: m.items.cold_order)
+    cold_rank_ = learned(lambda m: m.items.cold_rank)
 
     def __init__(self, catalog: Catalog, config: SonaConfig | None = None) -> None:
         if not isinstance(catalog, Catalog):
@@ -178,9 +149,97 @@ class Sona:
         if config is not None and not isinstance(config, SonaConfig):
             raise ConfigError("config must be a sona.SonaConfig")
         self.catalog = catalog
-        self.config = config or SonaConfig()
-        self.adapters_: Any = None
+        self._config = config or SonaConfig()
+        self._model: FittedModel | None = None
+        self._users: UserState | None = None
+        self._attached: AttachedAdapters | None = None
 
+    # ---------------------------------------------------------- fitted parts
+    @property
+    def config(self) -> SonaConfig:
+        """The hyperparameters; after ``fit`` also the fitted model's (set both at once)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: SonaConfig) -> None:
+        if not isinstance(config, SonaConfig):
+            raise ConfigError("config must be a sona.SonaConfig")
+        self._config = config
+        if self._model is not None:
+            self._model = self._model.with_config(config)
+        if self._users is not None:
+            self._users = self._users.copy(self._model)
+
+    @property
+    def model_(self) -> FittedModel:
+        """The frozen fitted model (what ``save`` writes besides the event history)."""
+        return self._fitted()
+
+    @property
+    def user_state_(self) -> UserState:
+        """The per-user state ranking reads (in memory: the event log and profile rows)."""
+        return self._state()
+
+    @property
+    def users_(self) -> npt.NDArray[np.object_]:
+        """Every user with events seen by ``fit``/``observe``, in profile-row order."""
+        return self._state().users()
+
+    @property
+    def user_index_(self) -> Mapping[str, int]:
+        """User id → profile row."""
+        return self._state().index()
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        """Every event seen by ``fit``/``observe``, sorted by user then time.
+
+        Assembled lazily: ``observe`` appends in time proportional to the new
+        events, and the first read afterwards merges them (O(all events) once).
+        """
+        return self._state().history()
+
+    @property
+    def state_(self) -> ProfileState:
+        """Every user's profile rows (row order of ``users_``)."""
+        return self._state().rows(()).profiles
+
+    @property
+    def adapters_(self) -> Any:
+        """The adapter set attached with :meth:`attach` (None: the base model serves)."""
+        return None if self._attached is None else self._attached.adapters
+
+    @adapters_.setter
+    def adapters_(self, adapters: Any) -> None:
+        self.attach(adapters)
+
+    def _fitted(self) -> FittedModel:
+        if self._model is None:
+            raise AttributeError("model_")  # not fitted: hasattr(engine, "model_") is False
+        return self._model
+
+    def _state(self) -> UserState:
+        if self._users is None:
+            raise AttributeError("users_")
+        return self._users
+
+    def _require_fitted(self) -> tuple[FittedModel, UserState]:
+        if self._model is None or self._users is None:
+            raise NotFittedError("this Sona engine is not fitted yet; call fit(events) first")
+        return self._model, self._users
+
+    def _clone(self, model: FittedModel | None = None) -> Sona:
+        """A copy sharing the model and the adapters, with its own (copied) user state."""
+        clone = object.__new__(Sona)
+        clone.__dict__.update(self.__dict__)
+        if model is not None:
+            clone._model = model
+            clone._config = model.config
+        if self._users is not None:
+            clone._users = self._users.copy(clone._model)
+        return clone
+
+    # ------------------------------------------------------------------ fit
     def fit(
         self, events: pd.DataFrame | Sequence[ViewingEvent], *, checkpoint_dir: str | Path | None = None
     ) -> Self:
@@ -207,118 +266,19 @@ class Sona:
         FitError
             Training could not produce a usable model.
         """
-        cfg = self.config
         frame = as_frame(events, allow_empty=False)
-        self._item_positions(frame)
+        check_titles(self.catalog, frame)
         # Adapters belong to the model they were trained on: a new fit leaves none attached.
-        self.adapters_ = None
+        self.detach()
         # One row per event_id, the first one given, as the event log assumes (``observe`` then
         # works) and as storage keeps it (``add_events`` ignores a repeated id).
         frame = frame.drop_duplicates("event_id", keep="first")
         frame = frame.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
-        items = self.catalog.index_of(frame["content_id"].to_numpy())
-        self._set_users(np.array(sorted(frame["user_id"].unique()), dtype=object), frame)
-        ev = event_arrays(frame, pd.Index(self.users_).get_indexer(frame["user_id"]), items)
-        n_users, n_items = len(self.users_), len(self.catalog)
-        tables = catalog_tables(self.catalog)
-        self._adopt(tables)
-
-        # Profiles need content embeddings; a zero table first gives the weight rows to train on.
-        w_event = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
-        # The calibration slice stays out of everything learned; served profiles keep it.
-        held_out = holdout_mask(cfg, ev, n_users)
-        learn = ev if cfg.calibration == "in_sample" else ev.take(~held_out)
-        w_learn = w_event if cfg.calibration == "in_sample" else w_event[~held_out]
-        tmp = self._profiles(learn, n_users, np.zeros((n_items, 1), np.float32))
-        trained = train_base_model(
-            tmp.weights,
-            order_matrix(learn, w_learn, n_users, n_items),
-            side_features(tmp.hourly, tmp.recency),
-            content_features(self.catalog, people_min_count=cfg.people_min_count),
-            base_params(cfg),
-            checkpoint=None if checkpoint_dir is None else Path(checkpoint_dir) / "base_model.ckpt",
-        )
-        self.content_embeddings_ = trained.content_embeddings
-        self.scorer_ = trained.scorer
-        item_state = fit_item_state(
-            cfg, self.catalog, tables, self.content_embeddings_, learn, w_learn, tmp.weights
-        )
-        self._adopt(item_state)
-        self.transitions_ = self._transitions(ev)
-        self.state_ = self._profiles(ev, n_users, self.content_embeddings_)
-        self.calibration_: PlattScaling | None = fit_calibration(self, frame, ev, w_event, held_out)
-        self.model_id_: str = model_id_of(
-            catalog=self.catalog,
-            config=self.config,
-            content_embeddings=self.content_embeddings_,
-            arrays=self._item_arrays(),
-            scorer=self.scorer_,
-            calibration=self.calibration_,
-        )
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / "base_model.ckpt"
+        self._model, self._users = fit_model(self.catalog, self.config, frame, checkpoint=checkpoint)
         return self
 
-    def _qualifying(self, ev: EventArrays) -> npt.NDArray[np.bool_]:
-        cfg = self.config
-        w = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
-        return w > 0
-
-    def _transitions(self, ev: EventArrays) -> sp.csr_matrix:
-        """The sequential source's title-to-next-title weights, from the fitted events."""
-        cfg = self.config
-        return transition_weights(
-            ev.user, ev.item, ev.seconds, self._qualifying(ev), len(self.catalog),
-            window=cfg.sequence_window, decay=cfg.sequence_decay,
-        )  # fmt: skip
-
-    def _recent(self, events: pd.DataFrame, user_ids: Sequence[str]) -> sp.csr_matrix:
-        """(len(user_ids), n_items) each user's last titles in ``events``, weighted by recency."""
-        cfg = self.config
-        ids = np.asarray([str(u) for u in user_ids], dtype=object)
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        pos = pd.Index(uniq, dtype=object).get_indexer(events["user_id"].astype(str))
-        ev = events.loc[pos >= 0]
-        arrays = event_arrays(ev, pos[pos >= 0], self.catalog.index_of(ev["content_id"].to_numpy()))
-        rows = recent_rows(
-            arrays.user, arrays.item, arrays.seconds, self._qualifying(arrays),
-            (len(uniq), len(self.catalog)), last=cfg.sequence_last, decay=cfg.sequence_decay,
-        )  # fmt: skip
-        return rows[inverse.ravel()].tocsr()
-
-    def _adopt(self, state: Any) -> None:
-        """Set each field of a state dataclass as the learned attribute ``<field>_``."""
-        for f in fields(state):
-            setattr(self, f"{f.name}_", getattr(state, f.name))
-
-    def _set_users(self, users: npt.NDArray[np.object_], history: pd.DataFrame) -> None:
-        self.users_ = users
-        self.user_index_ = {u: i for i, u in enumerate(users)}
-        self.history_ = history
-
-    def _item_positions(self, frame: pd.DataFrame) -> npt.NDArray[np.int64]:
-        pos = self.catalog.lookup(frame["content_id"])
-        if (pos < 0).any():
-            raise UnknownContentError(sorted(set(frame["content_id"][pos < 0].astype(str)))[:20])
-        return pos
-
-    def _profiles(self, ev: EventArrays, n_users: int, emb: npt.NDArray[np.float32]) -> ProfileState:
-        cfg = self.config
-        return compute_profiles(
-            ev,
-            n_users,
-            len(self.catalog),
-            content_embeddings=emb,
-            genre_matrix=self.genre_matrix_,
-            release_years=self.years_,
-            min_completion=cfg.min_completion,
-            decay_base=cfg.decay_base,
-            decay_period_days=cfg.decay_period_days,
-            genre_smoothing=cfg.genre_smoothing,
-        )
-
-    def _require_fitted(self) -> None:
-        if not hasattr(self, "state_"):
-            raise NotFittedError("this Sona engine is not fitted yet; call fit(events) first")
-
+    # -------------------------------------------------------------- users
     def observe(
         self, events: pd.DataFrame | Sequence[ViewingEvent], *, on_conflict: OnConflict = "ignore"
     ) -> Self:
@@ -343,35 +303,14 @@ class Sona:
         ------
         NotFittedError, DataError, UnknownContentError, ConfigError (bad ``on_conflict``)
         """
-        self._require_fitted()
+        _, users = self._require_fitted()
         if on_conflict not in ("ignore", "max_progress"):
             raise ConfigError(f"on_conflict must be 'ignore' or 'max_progress', got {on_conflict!r}")
         frame = as_frame(events, allow_empty=True)
         if len(frame) == 0:
             return self
-        self._item_positions(frame)
-        log = self._log()
-        replaced = 0
-        if on_conflict == "max_progress":
-            frame, replaced = progressed(log, frame)
-        else:
-            frame = log.unseen(frame)
-        if len(frame) == 0:
-            return self
-        users, index = self.users_, self.user_index_
-        new_users = sorted(set(frame["user_id"].unique()) - set(index))
-        if new_users:  # copies: readers keep using the old ones until everything is published
-            users = np.concatenate([users, np.array(new_users, dtype=object)])
-            index = {**index, **{u: len(index) + i for i, u in enumerate(new_users)}}
-        log = log.append(frame, replaced=replaced)
-        touched = np.array(sorted(index[u] for u in frame["user_id"].unique()), dtype=np.int64)
-        state = self._refreshed(log, users[touched], touched, len(index))
-        # Publish state first: it only adds rows, so old ids stay valid in it. Readers look ids
-        # up before they read the state, so an id they found always has its row.
-        self.__dict__["_log_"] = log
-        self.state_ = state
-        self.users_ = users
-        self.user_index_ = index
+        check_titles(self.catalog, frame)
+        users.observe(frame, on_conflict)
         return self
 
     def observed(
@@ -381,55 +320,31 @@ class Sona:
 
         For writers that must not change what is served before their write is
         durable: build the profile to store on the copy, commit, then ``observe``.
-        ``observe`` publishes new objects by assignment and changes none in place,
-        so a shallow copy shares everything until then. Same errors as ``observe``.
+        The copy shares the model and the adapters; its user state is its own.
+        Same errors as ``observe``.
         """
         self._require_fitted()
-        clone = object.__new__(Sona)
-        clone.__dict__.update(self.__dict__)
-        return clone.observe(events, on_conflict=on_conflict)
+        return self._clone().observe(events, on_conflict=on_conflict)
 
-    def _log(self) -> EventLog:
-        log = self.__dict__.get("_log_")
-        if log is None:
-            raise NotFittedError("this Sona engine is not fitted yet; call fit(events) first")
-        return log
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        """Drop what this process learned about these users since ``fit``/``load``.
 
-    @property
-    def history_(self) -> pd.DataFrame:
-        """Every event seen by ``fit``/``observe``, sorted by user then time.
+        Users the model was fitted with get their fitted profile and events back;
+        users it never saw become unknown again (cold start). A service calls this
+        to bound the users it keeps in memory; their current state is read back
+        from the shared store (and observed) on their next request.
 
-        Assembled lazily: ``observe`` appends in time proportional to the new
-        events, and the first read afterwards merges them (O(all events) once).
+        Raises
+        ------
+        NotFittedError, ValidationError (``user_ids`` not a sequence of ids)
         """
-        log = self.__dict__.get("_log_")
-        if log is None:
-            raise AttributeError("history_")  # not fitted: hasattr(engine, "history_") is False
-        return log.frame()
-
-    @history_.setter
-    def history_(self, frame: pd.DataFrame) -> None:
-        self.__dict__["_log_"] = EventLog(frame)
-
-    def _refreshed(
-        self, log: EventLog, local_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64], n_users: int
-    ) -> ProfileState:
-        """The state grown to ``n_users`` rows, rows ``rows`` (sorted; users ``local_ids``) rebuilt from
-        ``log``."""
-        sub = log.for_users([str(u) for u in local_ids])
-        local_pos = pd.Index(local_ids).get_indexer(sub["user_id"])
-        ev = event_arrays(sub, local_pos, self.catalog.index_of(sub["content_id"].to_numpy()))
-        fresh = self._profiles(ev, len(rows), self.content_embeddings_)
-        return merge_profile_rows(self.state_, fresh, rows, n_users)
+        _, users = self._require_fitted()
+        users.forget(check_user_ids(user_ids))
 
     def known_user(self, user_id: str) -> bool:
         """True when ``user_id`` has any event seen by ``fit`` or ``observe``."""
-        self._require_fitted()
-        return str(user_id) in self.user_index_
-
-    def _rows(self, user_ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        get = self.user_index_.get
-        return np.fromiter((get(str(u), -1) for u in user_ids), dtype=np.int64, count=len(user_ids))
+        _, users = self._require_fitted()
+        return str(user_id) in users.index()
 
     def item_index(self, content_ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Catalog positions of ``content_ids`` (columns of score arrays); unknown ids raise."""
@@ -437,14 +352,20 @@ class Sona:
 
     def user_history(self, user_id: str) -> pd.DataFrame:
         """Events of ``user_id`` seen by ``fit``/``observe``, oldest first (empty for unknown users)."""
-        return self._log().for_users([str(user_id)])
+        _, users = self._require_fitted()
+        return users.events_of([str(user_id)])
+
+    def user_events(self, user_ids: Sequence[str]) -> pd.DataFrame:
+        """Events of several users, sorted by user then time (what adapters train on)."""
+        _, users = self._require_fitted()
+        return users.events_of([str(u) for u in user_ids])
 
     def interactions(self, user_ids: Sequence[str]) -> sp.csr_matrix:
         """(len(user_ids), n_items) engagement x decay rows; all-zero rows for unknown users."""
-        self._require_fitted()
-        rows = self._rows(user_ids)
-        out = self.state_.weights[np.maximum(rows, 0)].tocsr()
-        return (sp.diags((rows >= 0).astype(np.float32)) @ out).tocsr()
+        _, users = self._require_fitted()
+        view = users.rows(user_ids)
+        out = view.profiles.weights[np.maximum(view.rows, 0)].tocsr()
+        return (sp.diags(view.known.astype(np.float32)) @ out).tocsr()
 
     def profile(self, user_id: str) -> UserProfile:
         """The user's current profile. Unknown users raise :class:`~sona.errors.UnknownUserError`."""
@@ -452,13 +373,58 @@ class Sona:
 
     def profiles(self, user_ids: Sequence[str]) -> list[UserProfile]:
         """Profiles of several users; unknown users raise :class:`~sona.errors.UnknownUserError`."""
-        from sona.errors import UnknownUserError
+        _, users = self._require_fitted()
+        view = users.rows(list(user_ids))
+        if not view.known.all():
+            raise UnknownUserError(str(list(user_ids)[int(np.flatnonzero(~view.known)[0])]))
+        return user_profiles(view.profiles, view.rows, view.user_ids, self.catalog.genres)
 
+    # ------------------------------------------------------------- adapters
+    def attach(self, adapters: TowerAdapters | None) -> None:
+        """Serve with this adapter set from now on (None detaches).
+
+        The set must belong to this model: one that records another ``model_id``
+        raises :class:`~sona.errors.ConfigError`.
+        """
+        if adapters is None:
+            self._attached = None
+            return
+        theirs = getattr(adapters, "model_id", None)
+        ours = self._model.model_id if self._model is not None else None
+        if theirs and ours and theirs != ours:
+            raise ConfigError(f"these adapters belong to model {theirs}, this engine serves {ours}")
+        self._attached = AttachedAdapters(adapters, threading.Lock())
+
+    def detach(self) -> None:
+        """Serve the base model only (the attached adapter set, if any, is dropped)."""
+        self._attached = None
+
+    def forget_adapters(self, user_ids: Sequence[str]) -> None:
+        """Drop these users' resident adapters (a new version was stored elsewhere): the next request
+        reads the store again. Takes the lock adapter look-ups run under."""
+        attached = self._attached
+        invalidate = getattr(attached.adapters, "invalidate", None) if attached is not None else None
+        if attached is None or invalidate is None:
+            return
+        with attached.lock:
+            invalidate(user_ids)
+
+    _forget_adapters = forget_adapters  # the application side's older name
+
+    def train_adapters(self, user_ids: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """Train per-user LoRA adapters: forwards to ``sona.lora.train_adapters(self, user_ids, ...)``."""
         self._require_fitted()
-        rows = self._rows(list(user_ids))
-        if (rows < 0).any():
-            raise UnknownUserError(str(list(user_ids)[int(np.flatnonzero(rows < 0)[0])]))
-        return user_profiles(self.state_, rows, [str(u) for u in user_ids], self.catalog.genres)
+        try:
+            from sona import lora
+        except ImportError as exc:  # pragma: no cover - lora ships with sona
+            raise ConfigError("sona.lora is not available in this installation") from exc
+        train = getattr(lora, "train_adapters", None)
+        if train is None:
+            raise ConfigError("sona.lora.train_adapters is not available yet in this build")
+        return train(self, user_ids, **kwargs)
+
+    def _adapters(self, use_adapter: bool) -> AttachedAdapters | None:
+        return self._attached if use_adapter else None
 
     # ------------------------------------------------------------- scoring
     def tower_inputs(self, user_ids: Sequence[str], context: Context | None = None) -> torch.Tensor:
@@ -467,9 +433,9 @@ class Sona:
         A ``context['time_of_day']`` replaces the day-part shares by a one-hot;
         unknown users get a zero preference vector and uniform day parts.
         """
-        self._require_fitted()
-        rows = self._rows(list(user_ids))
-        return torch.from_numpy(self._tower_inputs_rows(rows, context))
+        _, users = self._require_fitted()
+        view = users.rows(list(user_ids))
+        return torch.from_numpy(tower_input_rows(view.profiles, view.rows, context))
 
     def training_view(
         self, events: pd.DataFrame, user_ids: Sequence[str], *, fixed: bool = True
@@ -498,174 +464,8 @@ class Sona:
         ------
         NotFittedError, DataError (missing columns), UnknownContentError
         """
-        self._require_fitted()
-        missing = sorted({"user_id", "content_id", "timestamp", *_VIEW_COLUMNS} - set(events.columns))
-        if missing:
-            raise DataError(f"training_view needs event columns {missing}")
-        users = [str(u) for u in user_ids]
-        pos = pd.Index(users, dtype=object).get_indexer(events["user_id"].astype(str))
-        ev = events.loc[pos >= 0].reset_index(drop=True)
-        arrays = event_arrays(ev, pos[pos >= 0], self._item_positions(ev))
-        st = self._profiles(arrays, len(users), self.content_embeddings_)
-        x = np.hstack([st.preference, side_features(st.hourly, st.recency)]).astype(np.float32)
-        scores = None
-        if fixed:
-            fz = self._item_tables().fuse(
-                tower_user=None,
-                preference=st.preference.astype(np.float32),
-                genre_affinity=st.genre_affinity.astype(np.float32),
-                interactions=st.weights,
-                weights=self._fusion_weights(),
-                recent=self._recent(ev, users) if self.config.w_sequential else None,
-            )
-            scores = fz.block.add_(torch.from_numpy(fz.offset.astype(np.float32))[:, None])
-        return TrainingView(
-            user_ids=users,
-            tower_inputs=torch.from_numpy(x),
-            fixed_scores=scores,
-            tower_weight=float(self.config.w_tower),
-        )
-
-    def _tower_inputs_rows(
-        self, rows: npt.NDArray[np.int64], context: Context | None
-    ) -> npt.NDArray[np.float32]:
-        return tower_input_rows(self.state_, rows, context)
-
-    def _tower(self, user_ids: Sequence[str], x: npt.NDArray[np.float32], use_adapter: bool) -> _Tower:
-        """Base user embeddings and, with resident adapters, what the fusion needs for their rows.
-
-        The base tower runs once per batch. Its logits are never materialized:
-        the tower enters the fused score through :class:`~sona.models.ItemTables`
-        (one GEMM). A :class:`~sona.lora.UserAdapter` gives the adapted embeddings
-        of the rows that have an adapter (``resident_embeddings``; users without
-        one are skipped), which replace the base rows in that same GEMM. Adapter
-        sets with only the documented ``tower_logits`` hook give adapted logits
-        instead, compared against base logits of the same embeddings.
-        """
-        xt = torch.from_numpy(x)
-        with torch.no_grad():
-            base_t = self.scorer_.user_embedding(xt)
-            base = base_t.numpy()
-            adapters = self.adapters_
-            if not (use_adapter and adapters is not None):
-                return _Tower(base)
-            ids = [str(u) for u in user_ids]
-            lock = self.__dict__.setdefault("_adapter_lock", threading.Lock())
-            resident = getattr(adapters, "resident_embeddings", None)
-            if resident is None:  # any object with the documented tower_logits hook
-                with lock:  # adapter sets load lazily; batch workers take turns
-                    got = adapters.tower_logits(ids, xt, self.scorer_)
-                got = got.detach() if isinstance(got, torch.Tensor) else torch.from_numpy(np.asarray(got))
-                return _Tower(base, adapted=got.to(torch.float32), base_logits=self._base_logits(base_t))
-            with lock:
-                rows, emb = resident(ids, xt)
-            if not len(rows):
-                return _Tower(base)
-            adapted = base.copy()
-            adapted[rows.numpy()] = emb.detach().to(torch.float32).numpy()
-            return _Tower(base, adapted_user=adapted)
-
-    def _base_logits(self, emb: torch.Tensor) -> torch.Tensor:
-        """``scorer_(x)`` from already computed base embeddings (the same ops, so the same bits)."""
-        sc = self.scorer_
-        return emb @ sc.item_embeddings.T + sc.item_bias
-
-    def _item_tables(self) -> ItemTables:
-        """Item-side fusion state, rebuilt whenever a learned table it derives from was replaced or edited."""
-        sc = self.scorer_
-        sequential = self.__dict__.get("transitions_")
-        parts = (sc, self.collab_, self.content_unit_, self.genre_mean_matrix_, self.graph_, sequential)
-        key = (
-            *(id(p) for p in parts),
-            id(self.popularity_),
-            id(self.trending_),
-            sc.item_embeddings._version,
-            sc.item_bias._version,
-        )
-        cached = self.__dict__.get("_fusion_")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        tables = ItemTables(
-            tower_items=sc.item_embeddings.detach().numpy(),
-            tower_bias=sc.item_bias.detach().numpy(),
-            content_items=self.content_unit_,
-            genre_items=np.asarray(self.genre_mean_matrix_.todense(), dtype=np.float32),
-            popularity=self.popularity_,
-            trending=self.trending_,
-            collaborative=self.collab_,
-            graph=self.graph_,
-            sequential=sequential,
-        )
-        self.__dict__["_fusion_"] = (key, tables)
-        return tables
-
-    def _fusion_weights(self) -> FusionWeights:
-        c = self.config
-        return FusionWeights(
-            collaborative=c.w_collaborative,
-            tower=c.w_tower,
-            content=c.w_content,
-            graph=c.w_graph,
-            genre_affinity=c.w_genre,
-            popularity=c.w_popularity,
-            trending=c.w_trending,
-            context=c.w_context,
-            sequential=c.w_sequential,
-        )
-
-    def _fuse(
-        self,
-        user_ids: Sequence[str],
-        rows: npt.NDArray[np.int64],
-        context: Context | None,
-        use_adapter: bool,
-        *,
-        detail: bool,
-        out: torch.Tensor | None = None,
-    ) -> FusedBatch:
-        """Fused (batch, n_items) scores of these users; with ``detail`` also splittable by source."""
-        cfg, st = self.config, self.state_
-        known = rows >= 0
-        r = np.maximum(rows, 0)
-        w_rows = _csr_rows(st.weights, r)
-        if not known.all():
-            w_rows = (sp.diags(known.astype(np.float32)) @ w_rows).tocsr()
-        tower = _Tower(None)
-        if cfg.w_tower or detail:
-            tower = self._tower(user_ids, self._tower_inputs_rows(rows, context), use_adapter)
-        ctx = None
-        if context:
-            ctx = context_item_scores(context, self.genre_matrix_, self.catalog.genres, self.durations_)
-        genre = st.genre_affinity[r]
-        if not known.all():  # unknown users: no taste yet, so zero preference and uniform genres
-            genre = np.where(known[:, None], genre, np.float32(1.0 / max(genre.shape[1], 1)))
-        recent = None
-        if cfg.w_sequential:  # the last titles come from the event log, so observe() needs no extra state
-            recent = self._recent(self._log().for_users([str(u) for u in user_ids]), user_ids)
-        return self._item_tables().fuse(
-            tower_user=tower.base,
-            preference=np.where(known[:, None], st.preference[r], 0.0).astype(np.float32),
-            genre_affinity=genre.astype(np.float32),
-            interactions=w_rows,
-            weights=self._fusion_weights(),
-            adapted_user=tower.adapted_user,
-            adapted=tower.adapted,
-            base_logits=tower.base_logits,
-            context=ctx,
-            recent=recent,
-            detail=detail,
-            out=out,
-        )
-
-    def _calibrate(self, fused: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Fused scores → [0, 1]: the fitted Platt map, or for engines without one the older squash
-        (about 3 standard deviations above a user's mean → 0.5). Both are monotone."""
-        calibration: PlattScaling | None = getattr(self, "calibration_", None)
-        if calibration is not None:
-            return calibration(fused)
-        cfg = self.config
-        total = sum(abs(getattr(cfg, w)) for w in _SQUASH_WEIGHTS)
-        return sigmoid(2.0 * (fused / max(total, 1e-6)) - 6.0)
+        model, _ = self._require_fitted()
+        return training_view(model, events, user_ids, fixed=fixed)
 
     def score(
         self,
@@ -713,87 +513,12 @@ class Sona:
         probability ``sigmoid(a * fused + b)``, see :meth:`score`). Components
         add in fused units, not in probability.
         """
-        self._require_fitted()
+        model, users = self._require_fitted()
         uid = check_user_id(user_id)
         context = check_context(context)
         cols = self.catalog.index_of(check_content_ids(content_ids))
-        fz = self._fuse([uid], self._rows([uid]), context, use_adapter, detail=True)
-        out = {k: v[0] for k, v in fz.parts_at(cols[None, :]).items()}
-        base_names = ("collaborative", "tower", "content", "graph", "popularity", "trending")
-        out["base_relevance"] = sum(
-            (out[n] for n in base_names if n in out), start=np.zeros(len(cols), np.float32)
-        ).astype(np.float32)
-        fused = fz.fused_at(cols[None, :])[0]
-        out["fused"] = fused
-        out["score"] = self._calibrate(fused)
-        return out
-
-    def _rank(
-        self,
-        user_ids: Sequence[str],
-        k: int,
-        *,
-        exclude_watched: bool,
-        diversity: float,
-        context: Context | None,
-        use_adapter: bool,
-        explore: bool | None,
-        detail: bool = False,
-        out: torch.Tensor | None = None,
-    ) -> _Ranked:
-        """Top-k (batch, k) item positions, scores, cold rows, explore rows, and the parts when ``detail``."""
-        rows = self._rows(user_ids)  # ids before state: see observe
-        cfg, st = self.config, self.state_
-        known = rows >= 0
-        n_events = np.where(known, st.qualifying[np.maximum(rows, 0)], 0)
-        cold = n_events == 0
-        fz = self._fuse(user_ids, rows, context, use_adapter, detail=detail, out=out)
-        ranking = fz.block  # ranks like the fused score; masked in place below
-        cold_rows = np.flatnonzero(cold)
-        cold_block = None
-        if len(cold_rows):
-            ct = torch.from_numpy(cold_rows)
-            cold_block = ranking[ct].clone()
-            ranking[ct] = torch.from_numpy(self.cold_rank_)
-        if exclude_watched and known.any():
-            seen = _csr_rows(st.seen, np.maximum(rows, 0))
-            if not known.all():
-                seen = (sp.diags(known.astype(np.float32)) @ seen).tocsr()
-                seen.eliminate_zeros()
-            mask_rows(ranking, seen)
-        k_eff = min(k, len(self.catalog))
-        do_explore = cfg.explore_epsilon > 0 if explore is None else explore
-        top, cand = select_top(
-            ranking,
-            k,
-            diversity=diversity,
-            mmr_candidates=cfg.mmr_candidates,
-            explore_pool=20 if do_explore else 0,
-            item_vectors=self.content_unit_,
-        )
-        exp = np.zeros(len(rows), dtype=bool)
-        if do_explore and cand.shape[1] > k_eff:
-            mask = explore_mask(
-                user_ids, n_events, seed=cfg.seed, epsilon=cfg.explore_epsilon, halflife=cfg.explore_halflife
-            )
-            exp = mask & ~cold
-            if exp.any():
-                tail = _outside(cand[exp], top[exp], len(self.catalog))
-                if tail.shape[1]:
-                    picked_users = np.asarray(user_ids, dtype=object)[exp]
-                    pick = explore_picks(picked_users, seed=cfg.seed, width=tail.shape[1])
-                    top[exp, -1] = tail[np.arange(len(tail)), pick]
-        top_t = torch.from_numpy(top)
-        rank_vals = ranking.gather(1, top_t)
-        valid = torch.isfinite(rank_vals).numpy()
-        fused = rank_vals.double().numpy() + fz.offset[:, None]
-        if cold_block is not None:
-            cold_vals = cold_block.gather(1, top_t[cold_rows]).double().numpy()
-            fused[cold_rows] = cold_vals + fz.offset[cold_rows, None]
-        scores = self._calibrate(fused.astype(np.float32))
-        parts = fz.parts_at(top) if detail else {}
-        top = np.where(valid, top, -1)
-        return top, scores, cold, exp, parts
+        view = users.rows([uid], events=bool(model.config.w_sequential))
+        return components(model, view, cols, context, self._adapters(use_adapter))
 
     def recommend_batch(
         self,
@@ -819,27 +544,24 @@ class Sona:
         NotFittedError, ValidationError (``user_ids`` not a sequence of ids, e.g. one string;
         bad ``k``, ``diversity`` or ``context``)
         """
-        self._require_fitted()
-        k = check_k(k)
-        diversity = check_diversity(diversity)
-        context = check_context(context)
+        model, users = self._require_fitted()
+        request = RankRequest(
+            k=check_k(k),
+            exclude_watched=exclude_watched,
+            diversity=check_diversity(diversity),
+            context=check_context(context),
+            explore=explore,
+        )
         ids = check_user_ids(user_ids)
+        adapters = self._adapters(use_adapter)
+        events = bool(model.config.w_sequential)
 
-        def rank(chunk: list[str], scratch: torch.Tensor) -> pd.DataFrame:
-            top, scores, *_ = self._rank(
-                chunk,
-                k,
-                exclude_watched=exclude_watched,
-                diversity=diversity,
-                context=context,
-                use_adapter=use_adapter,
-                explore=explore,
-                out=scratch,
-            )
-            return ranked_frame(chunk, top, scores, self.catalog.ids)
+        def rank_chunk(chunk: list[str], scratch: torch.Tensor) -> pd.DataFrame:
+            ranked = rank(model, users.rows(chunk, events=events), request, adapters, out=scratch)
+            return ranked_frame(chunk, ranked.top, ranked.scores, self.catalog.ids)
 
         workers = workers_for(len(ids), self.config.batch_workers)
-        return run_chunked(ids, len(self.catalog), workers, rank)
+        return run_chunked(ids, len(self.catalog), workers, rank_chunk)
 
     def recommend(
         self,
@@ -864,27 +586,24 @@ class Sona:
             Optional ``time_of_day`` (night/morning/afternoon/evening),
             ``device_type`` (tv/desktop/tablet/mobile) and ``mood``.
         use_adapter
-            Use the user's LoRA adapter when one is attached (``adapters_``).
+            Use the user's LoRA adapter when one is attached (:meth:`attach`).
 
         Raises
         ------
         NotFittedError, ValidationError (bad ``user_id``, ``k``, ``diversity`` or ``context``)
         """
-        self._require_fitted()
-        k = check_k(k)
-        diversity = check_diversity(diversity)
-        context = check_context(context)
-        uid = check_user_id(user_id)
-        top, scores, cold, exp, parts = self._rank(
-            [uid],
-            k,
+        model, users = self._require_fitted()
+        request = RankRequest(
+            k=check_k(k),
             exclude_watched=exclude_watched,
-            diversity=diversity,
-            context=context,
-            use_adapter=use_adapter,
+            diversity=check_diversity(diversity),
+            context=check_context(context),
             explore=explore,
             detail=True,
         )
+        uid = check_user_id(user_id)
+        view = users.rows([uid], events=bool(model.config.w_sequential))
+        top, scores, cold, exp, parts = rank(model, view, request, self._adapters(use_adapter))
         ok = top[0] >= 0
         items = top[0][ok]
         sc = scores[0][ok]
@@ -895,11 +614,11 @@ class Sona:
         best = top_sources({n: v[0][ok] for n, v in parts.items()}, explored=bool(exp[0]))
         based = because(
             self.catalog,
-            _csr_rows(self.state_.weights, np.array([self.user_index_[uid]])),
+            csr_rows(view.profiles.weights, view.rows),
             items,
             best,
-            content_unit=self.content_unit_,
-            item_item={"collaborative": self.collab_, "graph": self.graph_},
+            content_unit=model.items.content_unit,
+            item_item={"collaborative": model.items.collab, "graph": model.items.graph},
         )
         return explained(self.catalog, items, sc, best, based)
 
@@ -907,85 +626,39 @@ class Sona:
     def reweighted(self, **weights: float) -> Sona:
         """A copy sharing this fitted state with other fusion weights (``w_*`` fields only).
 
-        Fusion happens at ranking time, so tuning weights needs no refit.
+        Fusion happens at ranking time, so tuning weights needs no refit. The copy
+        keeps the model id (the learned weights are the same) and the adapters.
 
         Raises
         ------
         NotFittedError, ConfigError (an unknown weight name or a value that is not a finite number)
         """
-        self._require_fitted()
+        model, _ = self._require_fitted()
         bad = sorted(set(weights) - _WEIGHT_FIELDS)
         if bad:
             raise ConfigError(
                 f"reweighted() only changes the fusion weights {sorted(_WEIGHT_FIELDS)}, got {bad}"
             )
-        clone = object.__new__(Sona)
-        clone.__dict__.update(self.__dict__)
-        clone.config = replace(self.config, **weights)
-        return clone
-
-    def train_adapters(self, user_ids: Sequence[str] | None = None, **kwargs: Any) -> Any:
-        """Train per-user LoRA adapters: forwards to ``sona.lora.train_adapters(self, user_ids, ...)``."""
-        self._require_fitted()
-        try:
-            from sona import lora
-        except ImportError as exc:  # pragma: no cover - lora ships with sona
-            raise ConfigError("sona.lora is not available in this installation") from exc
-        train = getattr(lora, "train_adapters", None)
-        if train is None:
-            raise ConfigError("sona.lora.train_adapters is not available yet in this build")
-        return train(self, user_ids, **kwargs)
-
-    def _forget_adapters(self, user_ids: Sequence[str]) -> None:
-        """Drop these users' resident adapters (a new version was stored elsewhere): the next request
-        reads the store again. Takes the lock adapter look-ups run under."""
-        adapters = self.adapters_
-        invalidate = getattr(adapters, "invalidate", None)
-        if invalidate is None:
-            return
-        with self.__dict__.setdefault("_adapter_lock", threading.Lock()):
-            invalidate(user_ids)
+        return self._clone(model.with_config(replace(self.config, **weights)))
 
     def __repr__(self) -> str:
-        fitted = f", n_users={len(self.user_index_)}" if hasattr(self, "state_") else ", not fitted"
+        fitted = f", n_users={len(self._users.index())}" if self._users is not None else ", not fitted"
         return f"Sona(n_items={len(self.catalog)}{fitted})"
 
     def save(self, directory: str | Path) -> Path:
         """Write the fitted engine to ``directory`` atomically (a complete copy or nothing).
 
         Holds the config, catalog, event history, content embeddings,
-        item-item weights, the tower's weights and the score calibration;
-        profiles are recomputed on load from the history, deterministically.
-        Adapters are stored by ``sona.lora``. The format is in ``sona._persist``.
+        item-item weights, the tower's weights, the score calibration and the
+        model id; profiles are recomputed on load from the history, deterministically.
+        Adapters are stored by ``sona.lora``. The format is in ``sona.engine._persist``.
 
         Raises
         ------
         NotFittedError, StorageError
         """
-        self._require_fitted()
-        arrays = self._item_arrays()
-        saved = SavedEngine(
-            catalog=self.catalog,
-            config=self.config,
-            history=self.history_,
-            users=self.users_,
-            content_embeddings=self.content_embeddings_,
-            scorer=self.scorer_,
-            arrays=arrays,
-            calibration=getattr(self, "calibration_", None),
-            model_id=getattr(self, "model_id_", None),
-        )
-        return write_engine(directory, saved)
-
-    def _item_arrays(self) -> dict[str, npt.NDArray[Any]]:
-        """The item tables as ``save`` writes them (and the model id hashes them)."""
-        return item_arrays(
-            self.collab_,
-            popularity=self.popularity_,
-            trending=self.trending_,
-            cold_order=self.cold_order_,
-            cold_rank=self.cold_rank_,
-        )
+        model, users = self._require_fitted()
+        return write_engine(directory, saved_engine(model, users.users(), users.history()))
 
     @classmethod
     def load(cls, directory: str | Path) -> Sona:
@@ -996,22 +669,7 @@ class Sona:
         StorageError
             The directory is missing, incomplete or from an incompatible version.
         """
-        saved = read_engine(directory)
-        catalog = saved.catalog
-        engine = cls(catalog, saved.config)
-        frame, users = saved.history, saved.users
-        engine._set_users(users, frame)
-        engine._adopt(catalog_tables(catalog))
-        engine.content_embeddings_ = saved.content_embeddings
-        engine.scorer_ = saved.scorer
-        ev = event_arrays(
-            frame,
-            pd.Index(users).get_indexer(frame["user_id"]),
-            catalog.index_of(frame["content_id"].to_numpy()),
-        )
-        engine.state_ = engine._profiles(ev, len(users), engine.content_embeddings_)
-        engine._adopt(loaded_item_state(saved.config, catalog, saved.content_embeddings, saved.arrays))
-        engine.calibration_ = saved.calibration
-        engine.transitions_ = engine._transitions(ev)
-        engine.model_id_ = saved.model_id or ""
+        model, users = load_model(directory)
+        engine = cls(model.catalog, model.config)
+        engine._model, engine._users = model, users
         return engine
