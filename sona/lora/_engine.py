@@ -1,15 +1,16 @@
-"""Adapters on a fitted :class:`sona.Sona` engine: batch training and the single-user update.
+"""Adapters on a fitted engine (:class:`sona.Sona`): batch training and the single-user update.
 
-The engine exposes the hooks (``scorer_``, ``history_``, ``training_view``,
-``adapters_``); this module turns its event history into training data and
-attaches a :class:`~sona.lora.model.UserAdapter` as ``engine.adapters_`` so
+The engine is seen only through its hooks, the :class:`~sona.lora._protocol.AdaptableEngine`
+protocol (``scorer_``, ``model_id_``, ``user_events``, ``training_view``, ``attach``);
+this module turns users' events into training data and attaches a
+:class:`~sona.lora.model.UserAdapter` with ``engine.attach`` so
 ``recommend``/``score`` use it (``use_adapter=False`` gives the base model).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import torch
@@ -17,24 +18,22 @@ import torch
 from sona.errors import ConfigError, NotFittedError
 from sona.features import engagement_weight
 from sona.lora._data import InputBuilder
+from sona.lora._protocol import AdaptableEngine
 from sona.lora._store import AdapterStore
 from sona.lora._summary import AdapterTrainingSummary
 from sona.lora.config import UserAdapterConfig
 from sona.lora.model import TrainMethod, UserAdapter
 
-if TYPE_CHECKING:
-    from sona.engine import Sona
-
 __all__ = ["attach_adapters", "train_adapters", "update_user_adapter"]
 
 
-def _check(engine: Sona) -> None:
-    if not hasattr(engine, "scorer_") or not hasattr(engine, "history_"):
+def _check(engine: AdaptableEngine) -> None:
+    if not hasattr(engine, "scorer_") or not hasattr(engine, "users_"):
         raise NotFittedError("the engine is not fitted; call fit(events) before training adapters")
 
 
 def attach_adapters(
-    engine: Sona,
+    engine: AdaptableEngine,
     *,
     config: UserAdapterConfig | None = None,
     store: AdapterStore | None = None,
@@ -67,14 +66,13 @@ def attach_adapters(
         model_id=model_id,
         on_stale=keep.on_stale if keep else None,
     )
-    engine.adapters_ = adapters
+    engine.attach(adapters)
     return adapters
 
 
-def engine_events(engine: Sona, user_ids: Sequence[str]) -> pd.DataFrame:
+def engine_events(engine: AdaptableEngine, user_ids: Sequence[str]) -> pd.DataFrame:
     """The users' events with catalog ``item`` positions and engagement ``weight``."""
-    h = engine.history_
-    ev = h.loc[h["user_id"].isin(pd.Index(list(user_ids), dtype=object))].reset_index(drop=True)
+    ev = engine.user_events(list(user_ids))
     out = ev.copy()
     out["item"] = engine.catalog.index_of(ev["content_id"].to_numpy())
     out["weight"] = engagement_weight(
@@ -86,7 +84,7 @@ def engine_events(engine: Sona, user_ids: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def engine_inputs(engine: Sona, *, fused: bool = True) -> InputBuilder:
+def engine_inputs(engine: AdaptableEngine, *, fused: bool = True) -> InputBuilder:
     """Tower inputs from any subset of events, built by :meth:`sona.Sona.training_view`.
 
     With ``fused`` it also returns the engine's other score sources for those
@@ -103,7 +101,7 @@ def engine_inputs(engine: Sona, *, fused: bool = True) -> InputBuilder:
 
 
 def train_adapters(
-    engine: Sona,
+    engine: AdaptableEngine,
     user_ids: Sequence[str] | None = None,
     *,
     config: UserAdapterConfig | None = None,
@@ -152,7 +150,7 @@ def train_adapters(
 
 
 def update_user_adapter(
-    engine: Sona,
+    engine: AdaptableEngine,
     user_id: str,
     *,
     force: bool = False,
