@@ -29,6 +29,7 @@ __all__ = [
     "JWT_FAILURES",
     "REQUESTS",
     "TRAINING_JOBS",
+    "USERS_DROPPED",
     "install_metrics_route",
     "metrics_text",
 ]
@@ -59,6 +60,10 @@ ADAPTER_CACHE = Counter(
 ADAPTER_STALE = Counter(
     "sona_adapter_stale_model_total",
     "Stored adapters not attached because they were trained on another base model.",
+)
+USERS_DROPPED = Counter(
+    "sona_users_dropped_total",
+    "Users dropped from a worker's engine to stay within SONA_USER_CACHE_SIZE (read again when requested).",
 )
 
 

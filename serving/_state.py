@@ -18,7 +18,7 @@ import pandas as pd
 from serving._auth import resolve_jwt_secret
 from serving._engine import load_or_fit_engine
 from serving._jobs import TrainingOutcome, TrainingQueue
-from serving._metrics import ADAPTER_STALE
+from serving._metrics import ADAPTER_STALE, USERS_DROPPED
 from sona import (
     FitError,
     InsufficientDataError,
@@ -185,5 +185,6 @@ def build_state(settings: Settings) -> ServiceState:
         lock=state.write_lock,
         on_swap=swapped,
         on_stale=stale,
+        on_forget=USERS_DROPPED.inc,
     ).start()
     return state.start()

@@ -19,11 +19,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import bentoml
-import pandas as pd
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -48,7 +47,6 @@ from serving._openapi import document
 from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
-from sona import UserProfile
 from sona.search import CachedEmbedder, EnginePersonalizer, MiniLMEmbedder, SearchIndex
 from sona_app.settings import Settings, load_settings
 
@@ -57,22 +55,6 @@ __all__ = ["Gateway", "GatewayParts", "build_gateway", "compose"]
 logger = logging.getLogger("serving.gateway")
 
 API_DOCS = "/api/v1/docs"
-
-
-@dataclass(slots=True)
-class _LockedEngine:
-    """The sink's view of the served engine (the current one after a model rollout):
-    ``observe``/``profiles`` under the service's write lock."""
-
-    state: ServiceState
-
-    def observe(self, events: pd.DataFrame, *, on_conflict: sona.engine.OnConflict = "ignore") -> object:
-        with self.state.write_lock:
-            return self.state.engine.observe(events, on_conflict=on_conflict)
-
-    def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]:
-        with self.state.write_lock:
-            return self.state.engine.profiles(user_ids)
 
 
 class _ServedPersonalizer(EnginePersonalizer):
@@ -154,7 +136,9 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     """
     state = build_state(settings)
     secret = state.jwt_secret
-    sink = None if settings.kafka_brokers else EventSink(state.storage, _LockedEngine(state))
+    # The sink observes through the live engine: the engine served now, under the write lock, and
+    # its users count toward the process's user bound (SONA_USER_CACHE_SIZE).
+    sink = None if settings.kafka_brokers else EventSink(state.storage, state.live)
     redis = aioredis.from_url(
         settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30
     )

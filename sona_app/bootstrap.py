@@ -18,7 +18,9 @@ database's change feed (``state_changes``, polled every 200 ms):
   from the database into the engine (``observe`` with ``max_progress``, keyed by
   event ids, so it is idempotent); users this process has not served yet are read
   lazily, on their first request (:meth:`LiveEngine.ensure_user`), so start-up
-  never replays history;
+  never replays history; at most ``SONA_USER_CACHE_SIZE`` users stay in the
+  engine, the least recently served are dropped (``Sona.forget_users``) and read
+  again on their next request;
 - ``adapter`` changes drop the user's resident adapter, so the next request
   reads the newest version from the store;
 - ``model`` changes load the new model aside, attach its adapters, then swap the
@@ -45,8 +47,9 @@ from sona.errors import SonaError, StorageError, UnknownContentError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sona.engine import Sona
+    from sona.engine import OnConflict, Sona
     from sona.lora import AdapterStore, UserAdapterConfig
+    from sona.profile import UserProfile
     from sona.storage import Storage
     from sona_app.settings import Settings
 
@@ -195,8 +198,13 @@ class LiveEngine:
         Called with the new engine after a model switch (the service repoints its state).
     on_stale
         Called when an adapter of another model is refused (a metric).
+    on_forget
+        Called with how many users were just dropped to stay within ``max_users`` (a metric).
     max_users
-        Bound on the users remembered as up to date; an evicted user is re-read on its next request.
+        How many users this process keeps in its engine (default: ``SONA_USER_CACHE_SIZE``).
+        Past that, the least recently served are dropped from the engine (``Sona.forget_users``)
+        and read again from the database on their next request, so a long-running worker holds
+        its active users' events, not those of every user it ever served.
     """
 
     def __init__(
@@ -210,7 +218,8 @@ class LiveEngine:
         lock: threading.RLock | None = None,
         on_swap: Callable[[Sona], None] | None = None,
         on_stale: Callable[[str, str | None], None] | None = None,
-        max_users: int = 100_000,
+        on_forget: Callable[[int], None] | None = None,
+        max_users: int | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.storage = storage
@@ -220,9 +229,11 @@ class LiveEngine:
         self.lock = lock or threading.RLock()
         self.on_swap = on_swap
         self.on_stale = on_stale
-        self.max_users = max_users
+        self.on_forget = on_forget
+        self.max_users = settings.user_cache_size if max_users is None else max_users
         self.poll_seconds = poll_seconds
         self.swaps = 0
+        self.forgotten = 0  # users dropped from the engine to keep within max_users
         self.last_swap_seconds: float | None = None
         self._checked: OrderedDict[str, None] = OrderedDict()
         self._checked_lock = threading.Lock()
@@ -249,22 +260,75 @@ class LiveEngine:
     # -- user state ---------------------------------------------------------------
     def ensure_user(self, user_id: str) -> None:
         """Bring one user's state up to date from the database before serving them (first request only)."""
-        uid = str(user_id)
+        self.ensure_users([user_id])
+
+    def ensure_users(self, user_ids: Sequence[str]) -> None:
+        """:meth:`ensure_user` for many: the users not resident in the engine are read in one query.
+
+        Every user named counts as just used; users beyond ``max_users`` that were
+        used least recently are dropped from the engine.
+        """
+        batch = list(dict.fromkeys(str(u) for u in user_ids))
+        missing: list[str] = []
         with self._checked_lock:
-            if uid in self._checked:
-                self._checked.move_to_end(uid)
-                return
-            # Marked before reading: a change that lands during the read is then applied by the
-            # follower too (observe never moves a row back, so the two reads cannot undo each other).
-            self._checked[uid] = None
-            while len(self._checked) > self.max_users:
-                self._checked.popitem(last=False)
+            for uid in batch:
+                if uid in self._checked:
+                    self._checked.move_to_end(uid)
+                else:
+                    # Marked before reading: a change that lands during the read is then applied by the
+                    # follower too (observe never moves a row back, so the two reads cannot undo each other).
+                    self._checked[uid] = None
+                    missing.append(uid)
+            evicted = self._evict(set(batch))
+        if evicted:
+            self._forget(evicted)
+        if not missing:
+            return
         try:
-            self.refresh_users([uid])
+            self.refresh_users(missing)
         except SonaError:
             with self._checked_lock:
-                self._checked.pop(uid, None)
+                for uid in missing:
+                    self._checked.pop(uid, None)
             raise
+
+    def observe(self, events: pd.DataFrame, *, on_conflict: OnConflict = "ignore") -> Sona:
+        """Observe ``events`` into the engine served now, under the write lock (an event sink's path).
+
+        Their users count as served for ``max_users``; one not resident is read whole from the
+        database first, so a user dropped earlier is never left holding only its newest events.
+        """
+        self.ensure_users(events["user_id"].astype(str).unique().tolist())
+        with self.lock:
+            return self._engine.observe(events, on_conflict=on_conflict)
+
+    def profiles(self, user_ids: Sequence[str]) -> list[UserProfile]:
+        """The users' profiles from the engine served now (after :meth:`observe`, for the sink to store)."""
+        with self.lock:
+            return self._engine.profiles(user_ids)
+
+    def _evict(self, keep: set[str]) -> list[str]:
+        """Unmark the least recently used users beyond ``max_users`` (never ones in ``keep``); caller
+        holds ``_checked_lock``."""
+        evicted: list[str] = []
+        while len(self._checked) > self.max_users:
+            oldest = next(iter(self._checked))
+            if oldest in keep:  # one batch larger than the bound: it stays whole until the next one
+                break
+            del self._checked[oldest]
+            evicted.append(oldest)
+        return evicted
+
+    def _forget(self, user_ids: list[str]) -> None:
+        """Drop evicted users' per-process state from the engine (their next request reads them again)."""
+        with self.lock:  # the order switch() takes the two locks in
+            with self._checked_lock:  # a user requested again meanwhile is kept (it was re-read or will be)
+                gone = [u for u in user_ids if u not in self._checked]
+            if gone:
+                self._engine.forget_users(gone)
+                self.forgotten += len(gone)
+        if gone and self.on_forget is not None:
+            self.on_forget(len(gone))
 
     def refresh_users(self, user_ids: Sequence[str]) -> int:
         """Observe the users' stored events the engine lacks or has at less progress; returns rows read."""
@@ -273,6 +337,18 @@ class LiveEngine:
             return 0
         with self.lock:
             return _apply_events(self._engine, events)  # :func:`catch_up`, into the engine served now
+
+    def _refresh_resident(self, user_ids: Sequence[str]) -> None:
+        """:meth:`refresh_users` for the users still resident when the write lock is held: one dropped
+        meanwhile stays dropped (its next request reads it)."""
+        events = _stored_events(self.storage, user_ids)
+        if events is None:
+            return
+        with self.lock:
+            with self._checked_lock:
+                resident = [u for u in dict.fromkeys(events["user_id"].astype(str)) if u in self._checked]
+            if resident:
+                _apply_events(self._engine, events[events["user_id"].astype(str).isin(resident)])
 
     # -- the change feed ---------------------------------------------------------------
     def poll(self) -> None:
@@ -303,10 +379,10 @@ class LiveEngine:
         if users:
             with self._checked_lock:
                 served = [u for u in users if u in self._checked]
-            self.refresh_users(served)  # users not served yet are read on their first request
+            self._refresh_resident(served)  # users not served yet are read on their first request
         adapters = {c.key for c in fresh if c.kind == "adapter"}
         if adapters:
-            self._engine._forget_adapters(sorted(adapters))
+            self._engine.forget_adapters(sorted(adapters))
         if now >= self._next_prune:
             self._next_prune = now + 60.0
             self.storage.prune_changes(datetime.now(UTC) - FEED_RETENTION)

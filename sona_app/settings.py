@@ -17,6 +17,9 @@ SONA_DEV_MODE          ``1`` allows a generated dev secret     ``0``
 SONA_MODEL_DIR         trained engine directory                ``$SONA_DATA_DIR/model``
 SONA_MOVIELENS         ml-100k directory the demo engine is    ``shared/datasets/ml-100k``
                        fit on when there is no trained model   beside the data dir or repo
+SONA_USER_CACHE_SIZE   users a serving process keeps in its    ``100000``
+                       engine; the least recently served are
+                       dropped and read again when requested
 JOB_COMPLETION_INDEX   this pod's index in a Kubernetes        unset (``train-adapters``
                        Indexed Job: the adapter shard it runs  runs unsharded)
 SONA_SHARDS            how many shards ``train-adapters``      unset
@@ -67,6 +70,7 @@ class Settings:
     dev_mode: bool = False
     model_dir: Path | None = None
     movielens_dir: Path | None = None
+    user_cache_size: int = 100_000
     max_body_bytes: int = 1_000_000
     max_header_bytes: int = 16_384
     rate_limit: int = 6_000
@@ -178,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dev_mode=_bool(env, "SONA_DEV_MODE", False),
         model_dir=Path(model_dir).expanduser() if model_dir else None,
         movielens_dir=Path(movielens).expanduser() if movielens else None,
+        user_cache_size=_int(env, "SONA_USER_CACHE_SIZE", 100_000, minimum=1),
         max_body_bytes=_int(env, "SONA_MAX_BODY_BYTES", 1_000_000, minimum=1),
         max_header_bytes=_int(env, "SONA_MAX_HEADER_BYTES", 16_384, minimum=1024),
         rate_limit=_int(env, "SONA_RATE_LIMIT", 6_000, minimum=0),

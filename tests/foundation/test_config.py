@@ -36,6 +36,7 @@ def test_postgres_url_gets_the_psycopg_driver() -> None:
         ("SONA_DEV_MODE", "maybe"),
         ("SONA_ADAPTER_STORE", "s3"),
         ("KAFKA_TOPIC_PREFIX", "bad prefix!"),
+        ("SONA_USER_CACHE_SIZE", "0"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
