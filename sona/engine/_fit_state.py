@@ -175,7 +175,7 @@ def loaded_item_state(
     """The :class:`ItemState` saved in ``model.npz`` (the graph is recomputed from the catalog)."""
     n_items = len(catalog)
     if "collab_dense" in model:
-        collab = model["collab_dense"]
+        collab = np.ascontiguousarray(model["collab_dense"])  # earlier models saved it Fortran-ordered
     else:
         collab = sp.csr_matrix(
             (model["collab_data"], model["collab_indices"], model["collab_indptr"]),

@@ -41,11 +41,14 @@ def ease_weights(x: sp.csr_matrix, lam: float) -> npt.NDArray[np.float32]:
         p[lo:hi, hi:] = p[hi:, lo:hi].T
         p[lo:hi, lo:hi] = np.tril(p[lo:hi, lo:hi]) + np.tril(p[lo:hi, lo:hi], -1).T
     d = np.diag(p).copy()
-    p /= -d[None, :]
-    p[np.diag_indices_from(p)] = 0.0
-    if not np.isfinite(p).all():
+    # P is symmetric now, so its transpose is the same matrix in C order: B is built in C order,
+    # which ``x @ B`` (scipy's sparse x dense product) reads in place instead of copying all of B.
+    b = np.ascontiguousarray(p.T)  # a view: LAPACK's p is Fortran-ordered
+    b /= -d[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    if not np.isfinite(b).all():
         raise FitError("EASE produced non-finite weights")
-    return p
+    return b
 
 
 def sparse_ease_weights(

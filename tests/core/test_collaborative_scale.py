@@ -100,3 +100,20 @@ def test_sparse_ease_with_every_title_as_regressor_is_dense_ease() -> None:
     np.testing.assert_allclose(sparse, dense, atol=1e-4)
     narrow = sparse_ease_weights(x, 50.0, neighbors=5)
     assert np.diff(narrow.tocsc().indptr).max() == 5 and narrow.diagonal().max() == 0.0
+
+
+def test_dense_ease_is_exact_and_in_c_order_so_one_user_row_does_not_copy_it() -> None:
+    """``x_u @ B`` (scipy, sparse x dense) copies a Fortran-ordered B whole on every call.
+
+    LAPACK returns P Fortran-ordered; B is built from P's (symmetric) transpose view so that
+    a request reads B in place (15 ms -> 0.2 ms per user row at 2,000 titles).
+    """
+    x = sp.random(600, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    x.data[:] = 1.0
+    b = ease_weights(x, 50.0)
+    assert b.flags.c_contiguous
+    g = (x.T @ x).toarray().astype(np.float64) + 50.0 * np.eye(300)
+    p = np.linalg.inv(g)
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(b, expected, atol=1e-5)
