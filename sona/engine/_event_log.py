@@ -147,12 +147,12 @@ class EventLog:
             onto.frame()
             base = onto._parts[0]
         at = base.ids().get_indexer(now["event_id"].to_numpy(dtype=object))
-        old = base.frame.iloc[at[at >= 0]]
-        both = now[at >= 0]
+        old = base.frame.iloc[at[at >= 0]].reset_index(drop=True)
+        both = now[at >= 0].reset_index(drop=True)
         same = np.ones(len(both), dtype=bool)
         for c in now.columns:
-            a, b = both[c].to_numpy(), old[c].to_numpy()
-            same &= (a == b) | (pd.isna(a) & pd.isna(b))
+            a, b = both[c], old[c]
+            same &= (a.eq(b) | (a.isna() & b.isna())).to_numpy()
         diff = pd.concat([now[at < 0], both[~same]], ignore_index=True)
         batches = (diff,) if len(diff) else ()
         return EventLog(base.frame, _base=base, _batches=batches, _replaced=int((~same).sum()))

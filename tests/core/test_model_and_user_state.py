@@ -56,17 +56,22 @@ def test_observe_changes_user_state_never_the_model(fresh_engine: sona.Sona) -> 
     assert copy.model_.scorer is model.scorer  # weight variants share the learned parts
 
 
+@pytest.mark.parametrize("merged", [False, True], ids=["appended", "after-a-merge"])
 def test_forget_users_reverts_them_to_what_the_model_was_fitted_with(
-    engine: sona.Sona, fresh_engine: sona.Sona
+    engine: sona.Sona, fresh_engine: sona.Sona, merged: bool
 ) -> None:
     ids = list(engine.catalog.ids[:300])
     horror = _horror(engine, 12)
     n_users, n_events = len(engine.users_), len(engine.history_)
     fresh_engine.observe(_views("1", horror, "a"))
+    further = engine.user_history("1").iloc[[0]].assign(completion_rate=1.0, watch_seconds=1e6)
+    fresh_engine.observe(further, on_conflict="max_progress")  # a fitted event replaced
     fresh_engine.observe(_views("newbie", horror, "b"))
     fresh_engine.observe(_views("2", horror, "c"))
     assert not np.array_equal(fresh_engine.score("1", ids), engine.score("1", ids))
     assert fresh_engine.known_user("newbie")
+    if merged:
+        assert len(fresh_engine.history_) == n_events + 3 * len(horror)  # the log merges its appends
 
     fresh_engine.forget_users(["1", "newbie", "never-seen"])
 
