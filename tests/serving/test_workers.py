@@ -26,7 +26,9 @@ FRESH_CONNECTIONS = 24
 
 def _titles(base: str, user_id: str, headers: dict[str, str]) -> tuple[str, ...]:
     with httpx.Client(timeout=30) as client:  # a new connection: either worker may take it
-        r = client.post(f"{base}{API}/recommendations", json={"user_id": user_id, "limit": 10}, headers=headers)
+        r = client.post(
+            f"{base}{API}/recommendations", json={"user_id": user_id, "limit": 10}, headers=headers
+        )
     assert r.status_code == 200, r.text
     return tuple(item["content_id"] for item in r.json()["recommendations"])
 
