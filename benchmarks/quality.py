@@ -276,7 +276,7 @@ def part_sona(d: dict, args: argparse.Namespace) -> dict:
         f"coordinate ascent, ease_lambda from {lambdas}, {tune_s:.0f} s. Adapter candidates, each on "
         "existing users (that validation) and on new users (20% of these users held out of a fit, "
         "first half of their events observed, second half scored); paired Δ NDCG@10 vs base ± SE, "
-        "worst bucket in SEs. Chosen: the best new-user lift among those never below −1 SE on "
+        "worst bucket in SEs. Chosen: the best new-user Δ − SE among those never below −1 SE on "
         f"existing users, overall or per bucket → **{_adapter_text(acfg)}**:",
         "",
         *(

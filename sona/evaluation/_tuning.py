@@ -20,11 +20,11 @@ Stages, each on the same split:
    mostly from users it has never seen. So each candidate is measured twice:
    on *new users* (a seeded 20 % of the users held out of a second fit, the
    first half of their events folded in by ``observe`` and trained on, the
-   second half scored) and on the existing users of the split above. The
-   choice is the best new-user lift among the candidates that lose neither
-   overall nor in any activity bucket by more than one paired standard error
-   on existing users; the library default is kept when the winner beats it
-   by no more than one paired standard error.
+   second half scored) and on the existing users of the split above. Among
+   the candidates that lose neither overall nor in any activity bucket by
+   more than one paired standard error on existing users, the choice is the
+   best new-user lift less its paired standard error (a lift that holds, not
+   the luckiest draw; the library default when no candidate is safe).
 
 Calibration is switched off for the tuning fits (it never changes a ranking).
 """
@@ -317,10 +317,8 @@ def _tune_adapters(
     ok = [c for c in cands if safe(c)]
     if not ok:
         return default
-    chosen = max(ok, key=lambda c: new[c].delta)
-    if chosen != default and safe(default) and new[chosen].delta - new[default].delta <= new[chosen].se:
-        chosen = default  # within noise of the default: keep the library's choice
-    return chosen
+    # the lift one can count on, not the luckiest: a few hundred users' mean moves by its SE
+    return max(ok, key=lambda c: new[c].delta - new[c].se)
 
 
 def _adapter_text(config: object, default: object) -> str:
