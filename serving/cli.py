@@ -112,7 +112,7 @@ def serve(
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": os.environ.get("BENTOML_DO_NOT_TRACK", "True"), **listen_env}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     if workers is not None:  # BentoML reads the worker count from its config; the last option wins
-        option = f"services.{_SERVICE_NAMES[service]}.workers={workers}"
+        option = f'services."{_SERVICE_NAMES[service]}".workers={workers}'  # quoted: names with '-'
         env["BENTOML_CONFIG_OPTIONS"] = f"{env.get('BENTOML_CONFIG_OPTIONS', '')} {option}".strip()
     raise typer.Exit(run_bentoml(cmd, env))  # 2 if a worker stopped it on a configuration error
 

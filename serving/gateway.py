@@ -44,6 +44,7 @@ from serving._limits import guard
 from serving._memory import start_trimming
 from serving._metrics import BENTOML_METRICS_OFF, install_metrics_route
 from serving._openapi import document
+from serving._reuseport import adopt_listener
 from serving._shell import NewlinePaths, make_shell
 from serving._state import ServiceState, build_state
 from serving._titles import KnownTitles
@@ -182,6 +183,9 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
 _shell = make_shell()
 _edge = guard(_shell)
 install_metrics_route(_shell)
+
+
+adopt_listener()  # this worker's own SO_REUSEPORT socket, before uvicorn serves it
 
 
 @bentoml.service(

@@ -7,6 +7,11 @@ on which worker answered shows up as two different answers among the requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -17,7 +22,7 @@ import psutil
 import pytest
 
 from serving._auth import issue_token
-from serving._launch import SERVICE, launch, serve
+from serving._launch import SERVICE, free_port, launch, serve
 from tests.serving.conftest import SECRET, FittedEngine
 
 API = "/api/v1"
@@ -125,3 +130,50 @@ def test_two_workers_give_one_answer_after_a_profile_update(
         assert len(set(after)) == 1, f"{len(set(after))} different answers from two workers: {set(after)}"
         assert top not in after[0]
         assert after[0] != first
+
+
+@pytest.mark.slow
+def test_sona_serve_workers_2_starts_two_workers_each_listening_on_the_port(
+    tmp_path: Path, fitted_engine: FittedEngine
+) -> None:
+    """``sona serve --workers 2`` (the gateway, whose BentoML name has a '-') runs two listening workers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **_env(tmp_path, fitted_engine, workers=1),
+        "BENTOML_CONFIG_OPTIONS": "",
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "sona serve --workers 2 was not ready in 240 s"
+            time.sleep(0.5)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "--fd" in p.cmdline()]
+        listening = [
+            w.pid
+            for w in workers
+            for c in w.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        ]
+        assert len(workers) == 2 and sorted(listening) == sorted(w.pid for w in workers), (workers, listening)
+    finally:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        finally:
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
