@@ -25,7 +25,7 @@ from sona.engine._fit_state import (
     transitions_of,
 )
 from sona.engine._model import FittedModel
-from sona.engine._persist import SavedEngine, read_engine
+from sona.engine._persist import SavedEngine, read_engine, saved_csr
 from sona.engine._profile_rows import profile_state
 from sona.engine._user_state import InMemoryUserState
 from sona.features import content_features, engagement_weight, side_features
@@ -80,7 +80,11 @@ def fit_model(
 
 
 def load_model(directory: str | Path) -> tuple[FittedModel, InMemoryUserState]:
-    """The model and user state saved in ``directory`` (profiles recomputed from the saved history)."""
+    """The model and user state saved in ``directory`` (profiles recomputed from the saved history).
+
+    Engines saved before the transitions were part of the model get them
+    rebuilt from the saved history, as those releases did on every load.
+    """
     saved = read_engine(directory)
     catalog, cfg, frame, users = saved.catalog, saved.config, saved.history, saved.users
     ev = event_arrays(
@@ -88,6 +92,7 @@ def load_model(directory: str | Path) -> tuple[FittedModel, InMemoryUserState]:
         pd.Index(users).get_indexer(frame["user_id"]),
         catalog.index_of(frame["content_id"].to_numpy()),
     )
+    transitions = saved_csr(saved.arrays, "transitions", len(catalog))
     model = FittedModel(
         catalog=catalog,
         config=cfg,
@@ -95,7 +100,7 @@ def load_model(directory: str | Path) -> tuple[FittedModel, InMemoryUserState]:
         scorer=saved.scorer,
         tables=catalog_tables(catalog),
         items=loaded_item_state(cfg, catalog, saved.content_embeddings, saved.arrays),
-        transitions=transitions_of(cfg, len(catalog), ev),
+        transitions=transitions_of(cfg, len(catalog), ev) if transitions is None else transitions,
         calibration=saved.calibration,
         model_id=saved.model_id or "",
     )

@@ -4,8 +4,8 @@ Why frozen: every process that serves one model must score alike, and what is
 fitted on top of it (adapters, calibration, published versions) names it by
 ``model_id``. A :class:`FittedModel` holds exactly what ``save`` writes besides
 the users' event history (catalog, config, content embeddings, the tower scorer,
-item tables, calibration) and what is derived from those on load (catalog
-lookups, the graph, the sequential transitions). Per-user state lives in
+item tables, the sequential transitions, calibration) and what is derived from
+those on load (catalog lookups, the graph). Per-user state lives in
 :mod:`sona.engine._user_state`; ranking reads both (:mod:`sona.engine._ranking`).
 """
 
@@ -47,7 +47,8 @@ class FittedModel:
     scorer: TowerScorer
     tables: CatalogTables
     items: ItemState
-    #: (n_items, n_items) title-to-next-title weights of the sequential source.
+    #: (n_items, n_items) title-to-next-title weights of the sequential source, from the events
+    #: ``fit`` saw: saved and hashed with the model, so later events never change them.
     transitions: sp.csr_matrix
     calibration: PlattScaling | None
     model_id: str
@@ -55,10 +56,11 @@ class FittedModel:
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
-        """The item tables as ``save`` writes them (and the model id hashes them)."""
+        """The item tables and transitions as ``save`` writes them (and the model id hashes them)."""
         it = self.items
         return item_arrays(
             it.collab,
+            self.transitions,
             popularity=it.popularity,
             trending=it.trending,
             cold_order=it.cold_order,

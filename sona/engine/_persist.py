@@ -6,17 +6,20 @@ A saved engine is one directory:
 ``engine.json``   format version, model id, config, tower shape, user order, calibration
 ``catalog.json``  the catalog as records
 ``history.npz``   every event (profiles are recomputed from it on load)
-``model.npz``     content embeddings, item-item weights, priors, cold-start list
+``model.npz``     content embeddings, item-item weights, sequential transitions, priors,
+                  cold-start list
 ``scorer.pt``     the tower scorer's state dict
 ================  ==========================================================
 
 It is written to a temporary sibling and swapped in with ``os.replace``, so
 readers see the old copy or the complete new one, never a half-written one.
 ``calibration`` is optional: engines saved before it existed load with the
-older monotone squash instead.
+older monotone squash instead. So are the sequential source's transitions
+(``transitions_{data,indices,indptr}``): engines saved before they were part of
+the model rebuild them from the saved history on load, as those releases did.
 
 The **model id** is a content hash of the frozen model (config, catalog,
-content embeddings, item tables, tower weights, calibration), not of the event
+content embeddings, item tables and transitions, tower weights, calibration), not of the event
 history: it names the base model that adapters are trained on, so an adapter is
 attached only to the model it was trained for (see :func:`model_id_of`). Engines
 saved before it existed get it computed on load.
@@ -57,6 +60,7 @@ __all__ = [
     "pack_engine",
     "read_engine",
     "read_model_id",
+    "saved_csr",
     "unpack_engine",
     "write_atomic",
     "write_engine",
@@ -81,7 +85,8 @@ class SavedEngine:
     users: npt.NDArray[np.object_]
     content_embeddings: npt.NDArray[np.float32]
     scorer: TowerScorer
-    #: popularity, trending, cold_order, cold_rank and collab_dense or collab_{data,indices,indptr}
+    #: popularity, trending, cold_order, cold_rank, collab_dense or collab_{data,indices,indptr},
+    #: and transitions_{data,indices,indptr} (absent in engines saved before they were frozen)
     arrays: Mapping[str, npt.NDArray[Any]]
     calibration: PlattScaling | None
     #: Content hash of the frozen model; computed by ``write_engine`` when None.
@@ -138,16 +143,33 @@ def _saved_model_id(saved: SavedEngine) -> str:
 
 
 def item_arrays(
-    collab: npt.NDArray[np.float32] | sp.csr_matrix, **arrays: npt.NDArray[Any]
+    collab: npt.NDArray[np.float32] | sp.csr_matrix,
+    transitions: sp.csr_matrix,
+    **arrays: npt.NDArray[Any],
 ) -> dict[str, npt.NDArray[Any]]:
-    """``arrays`` plus the item-item weights, dense or as CSR parts."""
+    """``arrays`` plus the item-item weights (dense or as CSR parts) and the transitions' CSR parts."""
     out = dict(arrays)
     if sp.issparse(collab):
-        c = collab.tocsr()
-        out.update(collab_data=c.data, collab_indices=c.indices, collab_indptr=c.indptr)
+        out.update(_csr_parts("collab", collab))
     else:
         out["collab_dense"] = np.asarray(collab)
+    out.update(_csr_parts("transitions", transitions))
     return out
+
+
+def _csr_parts(name: str, m: sp.spmatrix) -> dict[str, npt.NDArray[Any]]:
+    c = m.tocsr()
+    return {f"{name}_data": c.data, f"{name}_indices": c.indices, f"{name}_indptr": c.indptr}
+
+
+def saved_csr(arrays: Mapping[str, npt.NDArray[Any]], name: str, n_items: int) -> sp.csr_matrix | None:
+    """The (n_items, n_items) CSR matrix saved as ``{name}_{data,indices,indptr}``; None if not saved."""
+    if f"{name}_data" not in arrays:
+        return None
+    return sp.csr_matrix(
+        (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]),
+        shape=(n_items, n_items),
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -350,9 +372,22 @@ def _check_model(path: Path, model: Mapping[str, npt.NDArray[Any]], n_items: int
         if model["collab_dense"].shape != (n_items, n_items):
             raise _broken(path, f"collab_dense must be {n_items} x {n_items}")
     else:
-        sp.csr_matrix(
-            (model["collab_data"], model["collab_indices"], model["collab_indptr"]), shape=(n_items, n_items)
-        ).check_format(full_check=True)
+        _check_csr(path, model, "collab", n_items, required=True)
+    _check_csr(path, model, "transitions", n_items, required=False)  # earlier releases rebuilt them
+
+
+def _check_csr(
+    path: Path, model: Mapping[str, npt.NDArray[Any]], name: str, n_items: int, *, required: bool
+) -> None:
+    """``{name}_{data,indices,indptr}`` form a valid CSR; all absent is fine when not ``required``."""
+    parts = [f"{name}_{p}" for p in ("data", "indices", "indptr")]
+    present = [p for p in parts if p in model]
+    if not present and not required:
+        return
+    if len(present) != len(parts):
+        raise _broken(path, f"{name} needs all of {', '.join(parts)}")
+    data, indices, indptr = (model[p] for p in parts)
+    sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items)).check_format(full_check=True)
 
 
 def read_engine(directory: str | Path) -> SavedEngine:

@@ -173,3 +173,13 @@ def test_numpy_and_date_metadata_is_saved_as_json_values(tmp_path: Path) -> None
     loaded = sona.Sona.load(path).catalog
     assert loaded["a"].metadata == {"score": 7.5, "views": 3}
     assert loaded["b"].metadata == {"added": "2026-01-02"}
+
+
+def test_transitions_saved_in_part_raise_storage_error(saved: Path, tmp_path: Path) -> None:
+    broken = _copy(saved, tmp_path / "broken")
+    with np.load(saved / "model.npz") as npz:
+        assert {"transitions_data", "transitions_indices", "transitions_indptr"} <= set(npz.files)
+        members = {k: npz[k] for k in npz.files if k != "transitions_indptr"}
+    np.savez(broken / "model.npz", **members)
+    with pytest.raises(sona.StorageError, match=r"model\.npz.*transitions"):
+        sona.Sona.load(broken)

@@ -8,12 +8,15 @@ the previous one (both are always watched together); order can.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import sona
+from sona.engine import read_model_id
 from sona.evaluation import EASE, GRU4Rec, Pop, SASRec, evaluate, temporal_split, tune
 
 N_ITEMS = 40
@@ -134,3 +137,49 @@ def test_tune_chooses_on_a_split_of_the_events_it_is_given() -> None:
     assert result.config.calibration == "refit" or result.config.calibration == sona.SonaConfig().calibration
     with pytest.raises(sona.ConfigError, match="w_"):
         tune(catalog, train, weights={"tower": (1.0,)}, adapters=False)
+
+
+def _equal_csr(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    return a.shape == b.shape and (a != b).nnz == 0
+
+
+def test_transitions_are_frozen_with_the_model_and_saved_with_it(tmp_path: Path) -> None:
+    """Events observed after fit change a user's last titles, never the title-to-next-title weights."""
+    catalog, events = _cycle_world(n_users=40)
+    cfg = sona.SonaConfig(
+        epochs=1, dim=8, hidden_dim=16, progress=False, calibration="off", seed=0, w_sequential=1.0
+    )
+    engine = sona.Sona(catalog, cfg).fit(events)
+    fitted, model_id = engine.transitions_.copy(), engine.model_id_
+    assert fitted[catalog.index_of(["c30"])[0], catalog.index_of(["c10"])[0]] == 0  # never followed
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    jumps = pd.DataFrame(  # orders the cycle never has: c30 → c10 → c25, by a fitted user and a new one
+        {
+            "user_id": ["u0"] * 3 + ["new"] * 3,
+            "content_id": ["c30", "c10", "c25"] * 2,
+            "timestamp": [t + timedelta(hours=h) for h in (0, 1, 2)] * 2,
+        }
+    ).assign(completion_rate=1.0)
+    engine.observe(jumps)
+    assert engine.model_id_ == model_id and _equal_csr(engine.transitions_, fitted)
+
+    saved = engine.save(tmp_path / "model")
+    assert read_model_id(saved) == model_id
+    loaded = sona.Sona.load(saved)
+    assert loaded.model_id_ == model_id and loaded.model_.content_hash() == model_id
+    assert _equal_csr(loaded.transitions_, fitted)
+    for user in ("u0", "u1", "new"):
+        want = [(r.content_id, r.score) for r in engine.recommend(user, k=10)]
+        assert [(r.content_id, r.score) for r in loaded.recommend(user, k=10)] == want
+
+    # A directory saved before the transitions were frozen: rebuilt from its history (observed events too).
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in saved.iterdir():
+        (old / f.name).write_bytes(f.read_bytes())
+    with np.load(saved / "model.npz") as npz:
+        np.savez(old / "model.npz", **{k: npz[k] for k in npz.files if not k.startswith("transitions_")})
+    legacy = sona.Sona.load(old)
+    assert legacy.model_id_ == model_id  # the id engine.json recorded
+    assert legacy.transitions_[catalog.index_of(["c30"])[0], catalog.index_of(["c10"])[0]] > 0
+    assert not _equal_csr(legacy.transitions_, fitted)
