@@ -5,8 +5,8 @@ Protocol: temporal per-user 80/20 split; full ranking over every unseen title
 from TRAIN only (the last 20% of each user's train events): EASE lambda,
 ItemKNN neighbours, SASRec/GRU4Rec dropout and epochs (validation NDCG@10
 after every epoch, each fit stopped once it has not improved for
-``--seq-patience`` epochs), and sona's fusion weights (the sequential source
-included) and adapter settings by :func:`sona.evaluation.tune` (its EASE
+``--seq-patience`` epochs, and not before ``--seq-min-epochs``), and sona's
+fusion weights (the sequential source included) and adapter settings by :func:`sona.evaluation.tune` (its EASE
 lambda is the EASE row's choice). Test figures are computed once, after
 refitting on the whole train part with the chosen values.
 
@@ -75,7 +75,10 @@ def _sequential_choice(
     """Dropout and epochs on validation: one fit per dropout, NDCG@10 after every epoch.
 
     Each fit runs until validation has not improved for ``args.seq_patience`` epochs (as RecBole's
-    ``stopping_step``), so the chosen epoch is a peak of the curve, not where a budget cut it;
+    ``stopping_step``) and has run ``args.seq_min_epochs``: with a full softmax both models first
+    learn popularity, then validation dips for a while before it rises (ml-latest-small: GRU4Rec's
+    best of its first 11 epochs was epoch 1, SASRec dipped from epoch 5 to 8 and peaked at 49),
+    so patience alone stops in the dip. The chosen epoch is a peak of the curve, not where a budget cut it;
     ``args.seq_epochs`` and ``args.seq_budget`` are safety caps, and a fit they end is flagged.
     Also returns the best fit with its best checkpoint's weights (RecBole's test model, no refit).
     """
@@ -104,7 +107,8 @@ def _sequential_choice(
                 f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
-            return epoch - max(curve, key=curve.__getitem__) >= args.seq_patience
+            stale = epoch - max(curve, key=curve.__getitem__) >= args.seq_patience
+            return stale and epoch >= args.seq_min_epochs
 
         model.on_epoch = check
         model.fit(tr)
@@ -234,7 +238,7 @@ def part_sequential(d: dict, args: argparse.Namespace, label: str) -> dict:
     grid = "/".join(f"{x:g}" for x in args.seq_dropout)
     text = (
         f"dropout={chosen['dropout']} of {grid}, epochs={chosen['epochs']} (batch {args.seq_batch}, patience "
-        f"{args.seq_patience}; validation curves {'; '.join(notes)})"
+        f"{args.seq_patience}, at least {args.seq_min_epochs} epochs; validation curves {'; '.join(notes)})"
     )
     res["val"][label] = (v, text)
     res["curves"] = {label: curves}
@@ -468,6 +472,12 @@ def main() -> None:
         type=int,
         default=10,
         help="SASRec/GRU4Rec tuning fits stop after this many epochs without a better validation NDCG@10",
+    )
+    ap.add_argument(
+        "--seq-min-epochs",
+        type=int,
+        default=50,
+        help="SASRec/GRU4Rec tuning fits run at least this many epochs (past the early dip of the curve)",
     )
     ap.add_argument(
         "--seq-budget",
