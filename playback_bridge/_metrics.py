@@ -63,3 +63,7 @@ TRAINING_QUEUED = Counter(
     "playback_training_users_queued_total",
     "Users queued for batched LoRA training after crossing the thresholds.",
 )
+SINK_USERS_DROPPED = Counter(
+    "sona_sink_users_dropped_total",
+    "Users the event sink's engine forgot to stay within SONA_USER_CACHE_SIZE (their history is read again).",
+)

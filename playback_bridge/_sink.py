@@ -62,6 +62,8 @@ class ProfileEngine(Protocol):
 
     def profiles(self, user_ids: Sequence[str]) -> Sequence[UserProfile]: ...
 
+    def forget_users(self, user_ids: Sequence[str]) -> object: ...
+
 
 class TrainingQueue:
     """Adapter training for users who crossed the thresholds: a ``queued`` row in ``training_jobs``.
@@ -180,6 +182,7 @@ class EventSink:
     min_completion: float = 0.3
     queue_training: bool = True
     training_queue: TrainingQueue = field(init=False, repr=False)
+    #: Users whose state the engine keeps (least recently seen are forgotten): ``SONA_USER_CACHE_SIZE``.
     max_cached_users: int = 100_000
     # user → earliest time the user may be queued again.
     _not_before: dict[str, datetime] = field(default_factory=dict, init=False, repr=False)
@@ -233,11 +236,16 @@ class EventSink:
         for u in users:
             self._hydrated[u] = None
             self._hydrated.move_to_end(u)
+        if observed:
+            self.storage.save_profiles(list(self.engine.profiles(list(observed))))
+        # Bounded like a serving worker: the least recently seen users leave the engine too (their next
+        # batch reads their stored history again), so a long-running consumer does not grow with users.
+        evicted = []
         while len(self._hydrated) > self.max_cached_users:
-            self._hydrated.popitem(last=False)
-        if not observed:
-            return ()
-        self.storage.save_profiles(list(self.engine.profiles(list(observed))))
+            evicted.append(self._hydrated.popitem(last=False)[0])
+        if evicted:
+            self.engine.forget_users(evicted)
+            _metrics.SINK_USERS_DROPPED.inc(len(evicted))
         return observed
 
     def _observe(self, events: pd.DataFrame) -> tuple[str, ...]:

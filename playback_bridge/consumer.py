@@ -423,7 +423,7 @@ async def _amain(args: argparse.Namespace) -> int:
             )
         else:
             log.info("updating profiles with model %s", engine.model_id_)
-        sink = EventSink(storage, engine)
+        sink = EventSink(storage, engine, max_cached_users=settings.user_cache_size)
         live = None
         if engine is not None:
 

@@ -139,7 +139,11 @@ def build_gateway(settings: Settings, *, redis_namespace: str = "playback") -> G
     secret = state.jwt_secret
     # The sink observes through the live engine: the engine served now, under the write lock, and
     # its users count toward the process's user bound (SONA_USER_CACHE_SIZE).
-    sink = None if settings.kafka_brokers else EventSink(state.storage, state.live)
+    sink = (
+        None
+        if settings.kafka_brokers
+        else EventSink(state.storage, state.live, max_cached_users=settings.user_cache_size)
+    )
     redis = aioredis.from_url(
         settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=30
     )

@@ -307,6 +307,14 @@ class LiveEngine:
         with self.lock:
             return self._engine.profiles(user_ids)
 
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        """Drop these users from the engine now (an event sink's bound); their next use reads them again."""
+        ids = [str(u) for u in user_ids]
+        with self._checked_lock:
+            for uid in ids:
+                self._checked.pop(uid, None)
+        self._forget(ids)
+
     def _evict(self, keep: set[str]) -> list[str]:
         """Unmark the least recently used users beyond ``max_users`` (never ones in ``keep``); caller
         holds ``_checked_lock``."""

@@ -242,3 +242,25 @@ def test_users_crossing_the_threshold_are_queued_once(sqlite_url: str) -> None:
     fresh_result = fresh.handle([ended(f"x{i}", "u3", f"c{i}", 90) for i in range(10)])
     assert fresh_result.queued_for_training == ("u3",)
     storage.dispose()
+
+
+def test_sink_keeps_at_most_max_cached_users_in_its_engine_and_reads_a_forgotten_one_back(
+    sqlite_url: str, engine_dir: Path
+) -> None:
+    """A long-running consumer's engine stays bounded; a forgotten user's next batch starts from storage."""
+    storage = Storage(sqlite_url)
+    storage.upgrade()
+    engine = Sona.load(engine_dir)
+    _, (t1, t2) = weak_genre_titles(engine, "u0")
+    sink = EventSink(storage, engine, max_cached_users=2)
+    sink.handle([ended("n1", "new-1", t1, 90)])
+    sink.handle([ended("n2", "new-2", t1, 90)])
+    assert engine.known_user("new-1") and engine.known_user("new-2")
+    sink.handle([ended("n3", "new-3", t1, 90)])  # a third user: the least recently seen leaves the engine
+    assert not engine.known_user("new-1") and engine.known_user("new-3")
+    sink.handle([ended("n4", "new-1", t2, 90)])  # back: its stored history is read again, not just this event
+    history = engine.user_history("new-1")
+    assert set(history["event_id"]) == {viewing_event_id("n1"), viewing_event_id("n4")}
+    saved = storage.load_profile("new-1")
+    assert saved is not None and saved.interaction_count == 2
+    storage.dispose()
