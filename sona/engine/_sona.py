@@ -106,6 +106,26 @@ _WEIGHT_FIELDS = frozenset(f.name for f in fields(SonaConfig) if f.name.startswi
 _Items = npt.NDArray[np.float32] | sp.csr_matrix
 
 
+def _request(
+    k: int,
+    exclude_watched: bool,
+    diversity: float,
+    context: Context | None,
+    explore: bool | None,
+    *,
+    detail: bool = False,
+) -> RankRequest:
+    """The checked :class:`RankRequest` of a ``recommend``/``recommend_batch`` call."""
+    return RankRequest(
+        k=check_k(k),
+        exclude_watched=exclude_watched,
+        diversity=check_diversity(diversity),
+        context=check_context(context),
+        explore=explore,
+        detail=detail,
+    )
+
+
 class Sona:
     """Personalized ranking over one catalog.
 
@@ -545,13 +565,7 @@ class Sona:
         bad ``k``, ``diversity`` or ``context``)
         """
         model, users = self._require_fitted()
-        request = RankRequest(
-            k=check_k(k),
-            exclude_watched=exclude_watched,
-            diversity=check_diversity(diversity),
-            context=check_context(context),
-            explore=explore,
-        )
+        request = _request(k, exclude_watched, diversity, context, explore)
         ids = check_user_ids(user_ids)
         adapters = self._adapters(use_adapter)
         events = bool(model.config.w_sequential)
@@ -593,14 +607,7 @@ class Sona:
         NotFittedError, ValidationError (bad ``user_id``, ``k``, ``diversity`` or ``context``)
         """
         model, users = self._require_fitted()
-        request = RankRequest(
-            k=check_k(k),
-            exclude_watched=exclude_watched,
-            diversity=check_diversity(diversity),
-            context=check_context(context),
-            explore=explore,
-            detail=True,
-        )
+        request = _request(k, exclude_watched, diversity, context, explore, detail=True)
         uid = check_user_id(user_id)
         view = users.rows([uid], events=bool(model.config.w_sequential))
         top, scores, cold, exp, parts = rank(model, view, request, self._adapters(use_adapter))
