@@ -196,11 +196,7 @@ def _loss(
     w = data.target_weight
     s_pos = logits.gather(2, data.targets)
     if config.loss == "softmax":
-        t = float(config.temperature)
-        z, s_pos = (logits, s_pos) if t == 1.0 else (logits / t, s_pos / t)
-        unseen = z.masked_fill(data.history.unsqueeze(1), float("-inf")).logsumexp(-1, keepdim=True)
-        per_target = F.softplus(unseen - s_pos)
-        return ((per_target * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1e-8)).sum()
+        return _softmax_loss(logits.masked_fill(data.history.unsqueeze(1), float("-inf")), s_pos, w, config)
     assert negatives is not None
     n = logits.shape[0]
     neg = negatives.flatten(2)
@@ -217,6 +213,16 @@ def _loss(
     return per_user.sum()
 
 
+def _softmax_loss(
+    unseen_logits: torch.Tensor, s_pos: torch.Tensor, w: torch.Tensor, config: UserAdapterConfig
+) -> torch.Tensor:
+    """The softmax loss of :func:`_loss` from logits already -inf on the user's history."""
+    t = float(config.temperature)
+    z, s_pos = (unseen_logits, s_pos) if t == 1.0 else (unseen_logits / t, s_pos / t)
+    per_target = F.softplus(z.logsumexp(-1, keepdim=True) - s_pos)
+    return ((per_target * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1e-8)).sum()
+
+
 def _sampled(
     seeds: torch.Tensor, step: int, data: TrainingSet, config: UserAdapterConfig
 ) -> torch.Tensor | None:
@@ -227,15 +233,16 @@ def _sampled(
 
 
 @torch.no_grad()
-def _holdout_score(logits: torch.Tensor, data: TrainingSet) -> torch.Tensor:
+def _holdout_score(logits: torch.Tensor, data: TrainingSet, *, seen_masked: bool = False) -> torch.Tensor:
     """Per user: mean 1/log2(rank+2) of held-out titles, fit titles excluded. (n,)
 
     A held-out title's rank is the number of titles scored strictly above it. No
     full sort: each title is bucketed among the user's V sorted held-out scores
     (``searchsorted``, log V per title), and a suffix sum of the bucket counts gives
-    every held-out title's rank at once.
+    every held-out title's rank at once. ``seen_masked``: ``logits`` are already -inf
+    on the fit titles.
     """
-    masked = logits.masked_fill(data.eval_seen, float("-inf"))
+    masked = logits if seen_masked else logits.masked_fill(data.eval_seen, float("-inf"))
     n, v_cols = data.holdout.shape
     v_sorted, order = masked.gather(1, data.holdout).sort(dim=1)
     below = torch.searchsorted(v_sorted, masked.contiguous(), right=False)  # held-out scores < title's
@@ -285,17 +292,29 @@ class _ServedScore:
         self.e_t, self.b = e.T.contiguous(), b
         self.weight = float(tower_weight)
 
-    def __call__(self, emb: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
-        if offset is None:
-            return emb @ self.e_t + self.b
+    def coef(self, emb: torch.Tensor) -> torch.Tensor:
+        """Per-row coefficients: the served score of title ``j`` is ``offset_j + coef · table_t[:, j]``."""
         v = torch.cat([emb, torch.ones_like(emb[..., :1])], dim=-1)
         mu = v @ self.mean
         sd = ((v @ self.cov) * v).sum(-1).clamp_min(0.0).sqrt().clamp_min(1e-6)
         scale = self.weight / sd
-        coef = torch.cat([v * scale.unsqueeze(-1), (-mu * scale).unsqueeze(-1)], dim=-1)
+        return torch.cat([v * scale.unsqueeze(-1), (-mu * scale).unsqueeze(-1)], dim=-1)
+
+    def __call__(self, emb: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        if offset is None:
+            return emb @ self.e_t + self.b
+        coef = self.coef(emb)
         n_items = offset.shape[-1]
         flat = torch.addmm(offset.reshape(-1, n_items), coef.reshape(-1, coef.shape[-1]), self.table_t)
         return flat.view(offset.shape)
+
+    def columns(self, titles: torch.Tensor) -> torch.Tensor:
+        """``table_t``'s columns of ``titles`` (..., P) as (..., P, d + 2), for :meth:`at`."""
+        return self.table_t.T[titles]
+
+    def at(self, emb: torch.Tensor, offset: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Served scores of a few titles per row: ``offset`` (n, K, P), ``columns`` from :meth:`columns`."""
+        return offset + (columns @ self.coef(emb).unsqueeze(-1)).squeeze(-1)
 
 
 def _trimmed(data: TrainingSet) -> TrainingSet:
@@ -347,6 +366,48 @@ def train_batched(
     )
 
 
+class _Rows:
+    """The users a training loop still computes, with their data in the forms the loop reads.
+
+    For the fused softmax the user's history is folded into the fixed offsets as
+    -inf (and the fit titles into the judge's), so no step masks an (n, K, n_items)
+    block; the targets' own scores come from a small gather (:meth:`_ServedScore.at`).
+    :meth:`keep` drops users whose early stopping has ended: they cannot change
+    their result any more, and every step after costs in proportion to who is left.
+    """
+
+    def __init__(self, data: TrainingSet, seeds: torch.Tensor, served: _ServedScore, loss: str) -> None:
+        self.index = torch.arange(len(data))  # rows of the caller's data
+        self.data, self.seeds = data, seeds
+        self.folded = data.offset_context is not None and data.offset_eval is not None and loss == "softmax"
+        if self.folded:
+            assert data.offset_context is not None and data.offset_eval is not None
+            self.ctx = data.offset_context.masked_fill(data.history.unsqueeze(1), float("-inf"))
+            self.eval = data.offset_eval.masked_fill(data.eval_seen, float("-inf"))
+            self.pos_offset = data.offset_context.gather(2, data.targets)
+            self.pos_columns = served.columns(data.targets)
+
+    def keep(self, sel: torch.Tensor) -> None:
+        self.index, self.seeds = self.index[sel], self.seeds[sel]
+        self.data = self.data.subset(sel)
+        if self.folded:
+            self.ctx, self.eval = self.ctx[sel], self.eval[sel]
+            self.pos_offset, self.pos_columns = self.pos_offset[sel], self.pos_columns[sel]
+
+
+def _keep_params(
+    opt: torch.optim.AdamW, params: list[torch.Tensor], sel: torch.Tensor, config: UserAdapterConfig
+) -> tuple[torch.optim.AdamW, list[torch.Tensor]]:
+    """``params`` and AdamW's per-element state restricted to rows ``sel`` (AdamW is elementwise)."""
+    kept = [p.detach()[sel].clone().requires_grad_(True) for p in params]
+    new = torch.optim.AdamW(kept, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    for old_p, new_p in zip(params, kept, strict=True):
+        state = opt.state.get(old_p)
+        if state:
+            new.state[new_p] = {k: (v if v.dim() == 0 else v[sel].clone()) for k, v in state.items()}
+    return new, kept
+
+
 def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConfig) -> BatchTrainingResult:
     """One vectorized training loop over every user of ``data``."""
     start = time.perf_counter()
@@ -357,51 +418,70 @@ def _train_group(scorer: TowerScorer, data: TrainingSet, config: UserAdapterConf
     n = len(data)
     seeds = _seeds(data.user_ids, config.seed)
     a0, b0 = _init(scorer, config, seeds)
+    modules = list(a0)
     params = [t.requires_grad_(True) for t in (*a0.values(), *b0.values())]
-    a, b = a0, b0
     # fused: one kernel per parameter instead of a dozen elementwise passes (~8% of a 300-user run)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scaling = config.scaling
-    x_ctx = data.x_context
 
     shrink = float(config.shrinkage)
     served = _ServedScore(scorer, data.tower_weight)
+    rows = _Rows(data, seeds, served, config.loss)
 
-    def evaluate() -> torch.Tensor:
+    def split(ps: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return dict(zip(modules, ps[: len(modules)], strict=True)), dict(
+            zip(modules, ps[len(modules) :], strict=True)
+        )
+
+    def evaluate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             served_b = b if shrink == 1.0 else {m: t * shrink for m, t in b.items()}
-            emb = lora_tower(scorer.tower, data.x_eval, a, served_b, scaling)
-            return _holdout_score(served(emb, data.offset_eval), data)
+            emb = lora_tower(scorer.tower, rows.data.x_eval, a, served_b, scaling)
+            if rows.folded:
+                return _holdout_score(served(emb, rows.eval), rows.data, seen_masked=True)
+            return _holdout_score(served(emb, rows.data.offset_eval), rows.data)
 
-    base = evaluate()
+    def loss_of(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        d = rows.data
+        emb = lora_tower(scorer.tower, d.x_context, a, b, scaling, dropout=config.dropout, training=True)
+        if rows.folded:
+            s_pos = served.at(emb, rows.pos_offset, rows.pos_columns)
+            return _softmax_loss(served(emb, rows.ctx), s_pos, d.target_weight, config)
+        return _loss(served(emb, d.offset_context), d, _sampled(rows.seeds, step, d, config), config)
+
+    a, b = split(params)
+    base = evaluate(a, b)
     best = base.clone()
     best_step = torch.zeros(n, dtype=torch.long)
     best_a = {m: t.detach().clone() for m, t in a.items()}
     best_b = {m: t.detach().clone() for m, t in b.items()}
-    active = torch.ones(n, dtype=torch.bool)
     stale = torch.zeros(n, dtype=torch.long)
     step = 0
     for step in range(1, config.steps + 1):
-        emb = lora_tower(scorer.tower, x_ctx, a, b, scaling, dropout=config.dropout, training=True)
-        logits = served(emb, data.offset_context)
-        loss = _loss(logits, data, _sampled(seeds, step, data, config), config)
+        loss = loss_of(a, b, step)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         _clip_per_user([p.grad for p in params if p.grad is not None], config.grad_clip)
         opt.step()
         if step % config.eval_every == 0 or step == config.steps:
-            score = evaluate()
-            better = active & (score > best + config.min_improvement)
-            best = torch.where(better, score, best)
-            best_step = torch.where(better, torch.full_like(best_step, step), best_step)
+            idx = rows.index
+            score = evaluate(a, b)
+            better = score > best[idx] + config.min_improvement
+            won = idx[better]
+            best[won] = score[better]
+            best_step[won] = step
             for src, dst in ((a, best_a), (b, best_b)):
                 for m in src:
-                    sel = better.view(-1, *([1] * (src[m].dim() - 1)))
-                    dst[m] = torch.where(sel, src[m].detach(), dst[m])
-            stale = torch.where(better, torch.zeros_like(stale), stale + 1)
-            active &= stale < config.patience
-            if not bool(active.any()):
+                    dst[m][won] = src[m].detach()[better]
+            stale[idx] = torch.where(better, torch.zeros_like(better, dtype=torch.long), stale[idx] + 1)
+            going = stale[idx] < config.patience
+            if not bool(going.any()):
                 break
+            if not bool(going.all()):  # users whose patience ran out leave the loop
+                sel = torch.nonzero(going).flatten()
+                rows.keep(sel)
+                opt, params = _keep_params(opt, params, sel, config)
+                a, b = split(params)
     kept = best_step > 0
     for m in best_b:  # the served (shrunk) adapter; a rejected one is exactly the base model
         best_b[m] = best_b[m] * shrink
