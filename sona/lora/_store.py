@@ -19,6 +19,8 @@ model never publishes adapters for it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,6 +98,33 @@ class AdapterStore(ABC):
     def mark_trained(self, user_id: str, when: datetime) -> None:  # noqa: B027 - optional hook
         """Record a training that kept no adapter (it still counts for the interval guard)."""
 
+    def save_many(
+        self, items: Sequence[AdapterWeights], config: UserAdapterConfig
+    ) -> list[int | StorageError]:
+        """:meth:`save` of every item; per item, its new version or the error that kept it out.
+
+        A training job stores thousands of adapters: backends override this to make
+        them durable together (one flush, one transaction) instead of one by one.
+        """
+        out: list[int | StorageError] = []
+        for w in items:
+            try:
+                out.append(self.save(w, config))
+            except StorageError as exc:
+                out.append(exc)
+        return out
+
+    def mark_trained_many(self, user_ids: Sequence[str], when: datetime) -> list[StorageError | None]:
+        """:meth:`mark_trained` of every user; per user, None or the error."""
+        out: list[StorageError | None] = []
+        for u in user_ids:
+            try:
+                self.mark_trained(u, when)
+                out.append(None)
+            except StorageError as exc:
+                out.append(exc)
+        return out
+
     def load(self, user_id: str, version: int | None = None) -> AdapterWeights:
         """Read one version (default: the latest).
 
@@ -145,6 +175,45 @@ def _write_synced(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _syncfs_call() -> Callable[[int], int] | None:
+    """Linux's ``syncfs(2)``, or None where the C library has none."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_SYNCFS = _syncfs_call()
+
+
+def _flush(root: Path, files: Sequence[Path], dirs: Sequence[Path]) -> None:
+    """Make ``files`` and the entries of ``dirs`` durable, all at once.
+
+    One ``syncfs`` of the store's file system costs what one ``fsync`` does, where a
+    chunk of adapters is hundreds of files and directories (about 3 ms each here).
+    Elsewhere every file and directory is fsynced.
+    """
+    if _SYNCFS is not None:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+        return
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in dirs:
+        _fsync_dir(d)
 
 
 class DirectoryAdapterStore(AdapterStore):
@@ -218,15 +287,8 @@ class DirectoryAdapterStore(AdapterStore):
             version = max(self.versions(weights.user_id), default=0) + 1
             if self.storage is not None:
                 version = max(version, self.storage.next_adapter_version(weights.user_id))
-            while True:  # a concurrent writer may take the number first: rename fails, try the next
-                target = self.version_dir(weights.user_id, version)
-                try:
-                    os.rename(tmp, target)
-                    break
-                except OSError:
-                    if not target.exists():
-                        raise
-                    version += 1
+            version = self._rename(tmp, weights.user_id, version)
+            target = self.version_dir(weights.user_id, version)
             _fsync_dir(user_dir)
         except OSError as exc:
             raise StorageError(f"cannot save adapter for {weights.user_id!r} in {user_dir}: {exc}") from exc
@@ -239,6 +301,110 @@ class DirectoryAdapterStore(AdapterStore):
         self.prune(weights.user_id, config.keep_versions)
         weights.version = version
         return version
+
+    def save_many(
+        self, items: Sequence[AdapterWeights], config: UserAdapterConfig
+    ) -> list[int | StorageError]:
+        """:meth:`save` for many users with two file-system flushes in all (see :func:`_flush`).
+
+        The same steps as :meth:`save` (temp directory, flush, rename, flush, then the
+        ``lora_adapters`` rows), each done for every item before the next, so a crash
+        leaves only whole versions or ignored temp directories.
+        """
+        out: list[int | StorageError | None] = [None] * len(items)
+        if self.storage is not None:
+            try:
+                for model_id in dict.fromkeys(w.model_id for w in items if w.model_id):
+                    _check_current(self.storage, next(w for w in items if w.model_id == model_id))
+            except StorageError as exc:
+                return [exc] * len(items)
+        created = datetime.now(UTC)
+        staged: list[tuple[int, Path, str, bytes]] = []
+        files: list[Path] = []
+        for i, w in enumerate(items):
+            config_json, data = serialize(w, config)
+            meta = {"user_id": w.user_id, "created_at": created.isoformat(), "model_id": w.model_id,
+                    "metrics": w.meta}  # fmt: skip
+            user_dir = self.user_dir(w.user_id)
+            try:
+                user_dir.mkdir(parents=True, exist_ok=True)
+                self._sweep(user_dir)
+                tmp = user_dir / f".tmp-{uuid.uuid4().hex}"
+                tmp.mkdir()
+                for name, payload in ((CONFIG_FILE, config_json.encode()), (WEIGHTS_FILE, data),
+                                      (_META_FILE, json.dumps(meta, default=str).encode())):  # fmt: skip
+                    (tmp / name).write_bytes(payload)
+                    files.append(tmp / name)
+            except OSError as exc:
+                out[i] = StorageError(f"cannot save adapter for {w.user_id!r} in {user_dir}: {exc}")
+                continue
+            staged.append((i, tmp, config_json, data))
+        try:
+            _flush(self.root, files, [t for _, t, _, _ in staged])
+            moved: list[tuple[int, Path, str, bytes]] = []
+            for i, tmp, config_json, data in staged:
+                w = items[i]
+                version = max(self.versions(w.user_id), default=0) + 1
+                if self.storage is not None:
+                    version = max(version, self.storage.next_adapter_version(w.user_id))
+                out[i] = version = self._rename(tmp, w.user_id, version)
+                moved.append((i, self.version_dir(w.user_id, version), config_json, data))
+            _flush(self.root, [], [self.user_dir(items[i].user_id) for i, _, _, _ in moved])
+        except OSError as exc:
+            err = StorageError(f"cannot save adapters in {self.root}: {exc}")
+            return [err if o is None or isinstance(o, int) else o for o in out]
+        if self.storage is not None:
+            try:
+                with self.storage.transaction() as tx:
+                    for i, target, config_json, data in moved:
+                        w = items[i]
+                        metrics = {k: float(v) for k, v in w.meta.items() if isinstance(v, int | float)}
+                        tx.record_adapter(
+                            w.user_id, int(out[i]), rank=w.rank,  # type: ignore[arg-type]
+                            size_bytes=len(data) + len(config_json), location=str(target),
+                            metrics=metrics, created_at=created, model_id=w.model_id,
+                        )  # fmt: skip
+            except StorageError as exc:
+                return [exc if isinstance(o, int) else o for o in out]  # type: ignore[misc]
+        for i, _, _, _ in moved:
+            items[i].version = int(out[i])  # type: ignore[arg-type]
+            with contextlib.suppress(StorageError):  # stored; old versions go at the next save
+                self.prune(items[i].user_id, config.keep_versions)
+        return out  # type: ignore[return-value]
+
+    def _rename(self, tmp: Path, user_id: str, version: int) -> int:
+        """Move a flushed temp directory to the first free version number from ``version``."""
+        while True:  # a concurrent writer may take the number first: rename fails, try the next
+            target = self.version_dir(user_id, version)
+            try:
+                os.rename(tmp, target)
+                return version
+            except OSError:
+                if not target.exists():
+                    raise
+                version += 1
+
+    def mark_trained_many(self, user_ids: Sequence[str], when: datetime) -> list[StorageError | None]:
+        out: list[StorageError | None] = [None] * len(user_ids)
+        staged: list[tuple[int, Path]] = []
+        payload = json.dumps({"created_at": when.isoformat()}).encode()
+        for i, u in enumerate(user_ids):
+            d = self.user_dir(u)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                tmp = d / f".tmp-{uuid.uuid4().hex}.json"
+                tmp.write_bytes(payload)
+                staged.append((i, tmp))
+            except OSError as exc:
+                out[i] = StorageError(f"cannot record training time for {u!r}: {exc}")
+        try:
+            _flush(self.root, [t for _, t in staged], [])
+            for _, tmp in staged:
+                os.replace(tmp, tmp.parent / "last_trained.json")
+        except OSError as exc:
+            err = StorageError(f"cannot record training times in {self.root}: {exc}")
+            return [o or err for o in out]
+        return out
 
     def delete(self, user_id: str, version: int) -> bool:
         d = self.version_dir(user_id, version)
@@ -313,6 +479,40 @@ class DatabaseAdapterStore(AdapterStore):
         self.prune(weights.user_id, config.keep_versions)
         weights.version = version
         return version
+
+    def save_many(
+        self, items: Sequence[AdapterWeights], config: UserAdapterConfig
+    ) -> list[int | StorageError]:
+        """:meth:`save` for many users in one transaction (one commit to wait for, not one each).
+
+        If the transaction fails, each item is tried on its own so the error lands on
+        the users it belongs to.
+        """
+        payloads = [serialize(w, config) for w in items]
+        versions: list[int] = []
+        try:
+            with self.storage.transaction() as tx:
+                for model_id in dict.fromkeys(w.model_id for w in items if w.model_id):
+                    _check_current(tx, next(w for w in items if w.model_id == model_id))
+                for w, (config_json, data) in zip(items, payloads, strict=True):
+                    version = tx.next_adapter_version(w.user_id)
+                    tx.put_adapter_blob(w.user_id, version, config_json, data)
+                    metrics = {k: float(v) for k, v in w.meta.items() if isinstance(v, int | float)}
+                    tx.record_adapter(
+                        w.user_id, version, rank=w.rank, size_bytes=len(data) + len(config_json),
+                        location=f"db://adapter_blobs/{adapter_name(w.user_id)}/{version}",
+                        metrics=metrics, model_id=w.model_id,
+                    )  # fmt: skip
+                    versions.append(version)
+        except StaleModelError as exc:
+            return [exc] * len(items)
+        except StorageError:
+            return super().save_many(items, config)
+        for w, version in zip(items, versions, strict=True):
+            w.version = version
+            with contextlib.suppress(StorageError):  # stored; old versions go at the next save
+                self.prune(w.user_id, config.keep_versions)
+        return list(versions)
 
     def delete(self, user_id: str, version: int) -> bool:
         return self.storage.delete_adapter(user_id, version)

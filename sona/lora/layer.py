@@ -17,6 +17,7 @@ peft is the reference implementation and the checkpoint format: a
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,13 +137,17 @@ def peft_weights(model: PeftModel, name: str, user_id: str, config: UserAdapterC
     return AdapterWeights(user_id=user_id, rank=config.rank, alpha=config.alpha, lora_A=a, lora_B=b)
 
 
+@functools.lru_cache(maxsize=8)
+def _peft_config_dict(config: UserAdapterConfig) -> dict[str, object]:
+    """``peft_config(config)`` as JSON-ready values (built once per config: a job saves thousands)."""
+    lcfg = peft_config(config).to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in lcfg.items()}
+
+
 def serialize(weights: AdapterWeights, config: UserAdapterConfig) -> tuple[str, bytes]:
     """peft's checkpoint pair: ``adapter_config.json`` text and safetensors bytes."""
     dtype = torch.float16 if config.storage_dtype == "float16" else torch.float32
-    lcfg = peft_config(config).to_dict()
-    for key, value in list(lcfg.items()):
-        if isinstance(value, set):
-            lcfg[key] = sorted(value)
+    lcfg = dict(_peft_config_dict(config))
     lcfg["r"] = weights.rank
     lcfg["lora_alpha"] = weights.alpha
     tensors: dict[str, torch.Tensor] = {}

@@ -249,29 +249,32 @@ class UserAdapter:
         finite = torch.ones(len(eligible), dtype=torch.bool)
         for t in (*result.lora_A.values(), *result.lora_B.values()):
             finite &= torch.isfinite(t).flatten(1).all(1)
-        versions: list[int | None] = []
-        for row, u in enumerate(eligible):  # per kept user: one storage write
-            version = None
+        versions: dict[str, int] = {}
+        winners: list[AdapterWeights] = []
+        for row, u in enumerate(eligible):
             if not bool(finite[row]):
                 summary.failed[u] = "training produced non-finite adapter weights"
             elif bool(result.kept[row]):
                 weights = result.weights(row)
                 weights.model_id = self.model_id
-                try:
-                    if self.store is not None:
-                        version = self.store.save(weights, cfg)
-                    self.activate(weights)
-                    summary.trained.append(u)
-                except StorageError as exc:
-                    summary.failed[u] = str(exc)
+                winners.append(weights)
             else:
                 summary.rejected.append(u)
-                if self.store is not None:
-                    try:
-                        self.store.mark_trained(u, now)
-                    except StorageError as exc:
-                        logger.warning("could not record training time of %r: %s", u, exc)
-            versions.append(version)
+        # one batched write for the whole chunk: stored together, then served
+        saved = self.store.save_many(winners, cfg) if self.store is not None else [None] * len(winners)
+        for weights, outcome in zip(winners, saved, strict=True):
+            if isinstance(outcome, StorageError):
+                summary.failed[weights.user_id] = str(outcome)
+                continue
+            if outcome is not None:
+                versions[weights.user_id] = outcome
+            self.activate(weights)
+            summary.trained.append(weights.user_id)
+        if self.store is not None and summary.rejected:
+            marked = self.store.mark_trained_many(summary.rejected, now)
+            for u, err in zip(summary.rejected, marked, strict=True):
+                if err is not None:
+                    logger.warning("could not record training time of %r: %s", u, err)
         summary.metrics = pd.DataFrame(
             {
                 "user_id": eligible,
@@ -279,7 +282,7 @@ class UserAdapter:
                 "holdout_base": result.base_score.numpy().astype(np.float64),
                 "holdout_adapter": result.best_score.numpy().astype(np.float64),
                 "kept": result.kept.numpy() & finite.numpy(),
-                "version": pd.array(versions, dtype="Int64"),
+                "version": pd.array([versions.get(u) for u in eligible], dtype="Int64"),
             }
         )
         summary.seconds = time.perf_counter() - start

@@ -157,3 +157,131 @@ def test_corrupt_adapter_falls_back_to_base(
         out = adapters.tower_logits(["alice", "bob"], x)
     torch.testing.assert_close(out, world.scorer(x), rtol=0, atol=0)
     assert any("alice" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def _stores(kind: str, tmp_path: Path, database_url: str) -> tuple[AdapterStore, Storage]:
+    db = Storage(database_url)
+    db.upgrade()
+    if kind == "directory":
+        return DirectoryAdapterStore(tmp_path / "adapters", storage=db), db
+    return DatabaseAdapterStore(db), db
+
+
+@pytest.mark.parametrize("kind", ["directory", "database"])
+def test_save_many_stores_every_user_like_save(
+    world: World, tmp_path: Path, database_url: str, kind: str
+) -> None:
+    """A training chunk's adapters go in with one flush / one transaction: same versions,
+    rows, pruning and loads as one ``save`` per user."""
+    store, db = _stores(kind, tmp_path, database_url)
+    users = ["u1", "u2", "u3"]
+    for round_ in (1, 2, 3):
+        batch = [_weights(world, u, round_ + i / 10) for i, u in enumerate(users)]
+        assert store.save_many(batch, CFG) == [round_] * 3
+        assert [w.version for w in batch] == [round_] * 3
+    for i, u in enumerate(users):
+        assert store.versions(u) == [2, 3]  # keep_versions=2
+        assert float(store.load(u).lora_B["fc1"][0, 0]) == pytest.approx(3 + i / 10)
+        assert [r.version for r in db.list_adapters(u)] == [2, 3]
+    assert store.save(_weights(world, "u1", 9.0), CFG) == 4  # single saves continue the numbering
+
+
+@pytest.mark.parametrize("kind", ["directory", "database"])
+def test_save_many_refuses_adapters_of_a_replaced_model(
+    world: World, tmp_path: Path, database_url: str, kind: str
+) -> None:
+    from sona.lora._store import StaleModelError
+
+    store, db = _stores(kind, tmp_path, database_url)
+    db.publish_model("model-b", b"archive")
+    batch = [_weights(world, u, 0.5) for u in ("u1", "u2")]
+    for w in batch:
+        w.model_id = "model-a"
+    out = store.save_many(batch, CFG)
+    assert all(isinstance(o, StaleModelError) for o in out)
+    assert store.versions("u1") == [] and db.list_adapters("u2") == []
+
+
+def test_directory_save_many_isolates_a_failing_user(world: World, tmp_path: Path) -> None:
+    from sona.errors import StorageError
+
+    store = DirectoryAdapterStore(tmp_path / "adapters")
+    store.root.mkdir()
+    store.user_dir("bad").write_text("a file where the user's directory should be")
+    out = store.save_many([_weights(world, u, 0.25) for u in ("good", "bad", "also-good")], CFG)
+    assert out[0] == 1 and out[2] == 1
+    assert isinstance(out[1], StorageError) and "bad" in str(out[1])
+    assert float(store.load("also-good").lora_B["fc1"][0, 0]) == pytest.approx(0.25)
+    marks = store.mark_trained_many(["good", "bad", "fresh"], when=_now())
+    assert marks[0] is None and marks[2] is None and isinstance(marks[1], StorageError)
+    assert store.last_trained_at("fresh") is not None
+
+
+def _now():  # noqa: ANN202 - built when the test runs, not at collection
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+_CHILD_MANY = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import torch
+    import sona.lora._store as st
+    from tests.lora.conftest import make_world
+    from sona.lora import DirectoryAdapterStore, UserAdapter, UserAdapterConfig
+    cfg = UserAdapterConfig(storage_dtype="float32")
+    world = make_world()
+    store = DirectoryAdapterStore({root!r})
+    batch = []
+    for u in ("alice", "bob"):
+        w = UserAdapter(world.scorer, cfg).create(u)
+        for m in w.lora_B:
+            w.lora_B[m] = torch.full_like(w.lora_B[m], 2.0)
+        batch.append(w)
+    real_flush, calls = st._flush, [0]
+    def flush(*args):
+        calls[0] += 1
+        if calls[0] == {kill_at}:
+            open({marker!r}, "w").close()
+            time.sleep(600)  # the parent SIGKILLs us here, mid-batch
+        real_flush(*args)
+    st._flush = flush
+    store.save_many(batch, cfg)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_save_many_survives_sigkill_mid_batch(world: World, tmp_path: Path, kill_at: int) -> None:
+    """Killed before the files are flushed (1) or before the renames are (2): every user still
+    reads a whole version, the old one or the new one, never a half adapter."""
+    root = tmp_path / "adapters"
+    store = DirectoryAdapterStore(root)
+    for u in ("alice", "bob"):
+        store.save(_weights(world, u, 1.0), CFG)
+    marker = tmp_path / "in-flush"
+    code = _CHILD_MANY.format(
+        tests=str(ROOT / "tests" / "lora"), root=str(root), kill_at=kill_at, marker=str(marker)
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, "child exited before reaching the kill point"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    for u in ("alice", "bob"):
+        expected = [1] if kill_at == 1 else [1, 2]  # the renames ran before the second flush
+        assert store.versions(u) == expected
+        assert float(store.load(u).lora_B["fc1"][0, 0]) == (1.0 if kill_at == 1 else 2.0)
+        assert store.save(_weights(world, u, 3.0), CFG) == expected[-1] + 1
