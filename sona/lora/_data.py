@@ -96,9 +96,9 @@ def build_training_set(
     n_fit = n - h
     t = np.minimum(np.maximum(1, np.rint(n_fit * config.target_fraction)).astype(np.int64), n_fit - 1)
     qrow = q["row"].to_numpy()
-    ts = q["timestamp"].to_numpy()
+    ts = q["timestamp"].to_numpy(dtype="datetime64[ns]")  # object Timestamps when tz-aware: slow
     rows_nq = df["row"].to_numpy()[~qual]
-    ts_nq = df["timestamp"].to_numpy()[~qual]
+    ts_nq = df["timestamp"].to_numpy(dtype="datetime64[ns]")[~qual]
     df_rows = df["row"].to_numpy()
     xs, offs, t_rows, t_items, t_weights = [], [], [], [], []
     for j in range(k_cuts):  # a handful of cuts; each is vectorized over all users and events
