@@ -212,6 +212,7 @@ def step_cost(users_list: list[int], titles_list: list[int], rounds: int) -> str
         dim=64,
         hidden_dim=256,
         epochs=1,
+        max_steps=None,
         batch_size=128,
         lr=3e-3,
         weight_decay=1e-4,

@@ -73,6 +73,7 @@ class BaseModelParams:
     dim: int
     hidden_dim: int
     epochs: int
+    max_steps: int | None
     batch_size: int
     lr: float
     weight_decay: float
@@ -494,9 +495,12 @@ def _train(
             first_epoch = int(state["epoch"])  # type: ignore[call-overload]
             loss_val = float(state["loss"])  # type: ignore[arg-type]
         steps_per_epoch = -(-len(trainable) // params.batch_size)
+        epochs = params.epochs
+        if params.max_steps is not None:
+            epochs = min(epochs, max(1, params.max_steps // steps_per_epoch))
         tty = params.progress and sys.stderr.isatty() and rank == 0
         bar = tqdm(
-            total=params.epochs * steps_per_epoch,
+            total=epochs * steps_per_epoch,
             initial=first_epoch * steps_per_epoch,
             desc="sona fit",
             unit="step",
@@ -505,7 +509,7 @@ def _train(
         )
         t0 = time.perf_counter()
         net.train()
-        for epoch in range(first_epoch, params.epochs):
+        for epoch in range(first_epoch, epochs):
             perm = trainable[torch.randperm(len(trainable), generator=order_gen).numpy()]
             for lo in range(0, len(perm), params.batch_size):
                 users = perm[lo : lo + params.batch_size][rank::world]  # this process's share
@@ -544,10 +548,10 @@ def _train(
                 )
         bar.close()
         if params.progress and not tty and rank == 0:  # logs and notebooks: one line instead of a bar
-            trained = params.epochs - first_epoch
+            trained = epochs - first_epoch
             kind = "exact" if q is None else f"sampled {params.softmax_candidates}"
             print(
-                f"sona fit: {params.epochs} epochs ({first_epoch} resumed), {len(trainable)} users, "
+                f"sona fit: {epochs} epochs ({first_epoch} resumed), {len(trainable)} users, "
                 f"{n_items} titles, {kind} softmax{f', {world} processes' if world > 1 else ''}, "
                 f"loss={loss_val:.3f}, {time.perf_counter() - t0:.1f} s"
                 + (f" ({(time.perf_counter() - t0) / trained:.2f} s/epoch)" if trained else ""),

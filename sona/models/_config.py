@@ -29,7 +29,12 @@ class SonaConfig:
         their whole history instead; ``softmax_candidates`` titles per training
         step: a catalog up to this size gets the exact softmax, a larger one a
         sampled softmax over this many titles (log-Q corrected), so a fit's
-        cost grows with events, not with users x titles.
+        cost grows with events, not with users x titles. ``max_steps`` caps
+        the optimiser steps: ``epochs`` shrinks to the whole epochs that fit in
+        it (at least one). A small dataset keeps its ``epochs`` (ml-100k takes
+        8 steps per epoch); a streaming service's 100k viewers take 782 steps
+        per epoch, and 40 passes over them would cost 40x one pass for no
+        gain a smaller dataset shows. ``None`` trains every epoch.
     Profiles
         ``min_completion`` below which a viewing is ignored; decay
         ``decay_base ** (days / decay_period_days)``; ``genre_smoothing`` the
@@ -77,6 +82,7 @@ class SonaConfig:
     dim: int = 64
     hidden_dim: int = 256
     epochs: int = 40
+    max_steps: int | None = 8_000
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -129,6 +135,10 @@ class SonaConfig:
             "mmr_candidates",
             "softmax_candidates",
         )
+        if self.max_steps is not None and (
+            isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1
+        ):
+            raise ConfigError(f"SonaConfig.max_steps must be None or an integer >= 1, got {self.max_steps!r}")
         for name in positive_int:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

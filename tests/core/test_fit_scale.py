@@ -133,3 +133,18 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path, synthetic) ->
     fresh = sona.Sona(catalog, cfg).fit(train.iloc[: len(train) // 2])
     other = sona.Sona(catalog, cfg).fit(train.iloc[: len(train) // 2], checkpoint_dir=tmp_path)
     np.testing.assert_array_equal(fresh.content_embeddings_, other.content_embeddings_)
+
+
+def test_max_steps_caps_the_epochs_of_a_large_dataset(synthetic, capsys: pytest.CaptureFixture[str]) -> None:
+    """``max_steps`` turns epochs into a step budget: 300 users in batches of 64 are 5 steps an
+    epoch, so a budget of 12 steps trains 2 of the 6 epochs; no budget trains all 6."""
+    catalog, train, _ = synthetic
+    loud = {**_fields(SMALL), "progress": True}
+    sona.Sona(catalog, sona.SonaConfig(**{**loud, "max_steps": 12})).fit(train)
+    capped = capsys.readouterr().err
+    sona.Sona(catalog, sona.SonaConfig(**{**loud, "max_steps": None})).fit(train)
+    full = capsys.readouterr().err
+    assert "sona fit: 2 epochs" in capped, capped
+    assert "sona fit: 6 epochs" in full, full
+    with pytest.raises(sona.errors.ConfigError, match="max_steps"):
+        sona.SonaConfig(max_steps=0)
