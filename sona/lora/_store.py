@@ -98,6 +98,13 @@ class AdapterStore(ABC):
     def mark_trained(self, user_id: str, when: datetime) -> None:  # noqa: B027 - optional hook
         """Record a training that kept no adapter (it still counts for the interval guard)."""
 
+    def last_trained_many(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """:meth:`last_trained_at` of many users (those never trained are absent).
+
+        The interval guard asks for every user of a chunk; backends answer with one query.
+        """
+        return {u: t for u in user_ids if (t := self.last_trained_at(u)) is not None}
+
     def save_many(
         self, items: Sequence[AdapterWeights], config: UserAdapterConfig
     ) -> list[int | StorageError]:
@@ -421,15 +428,27 @@ class DirectoryAdapterStore(AdapterStore):
         return existed
 
     def last_trained_at(self, user_id: str) -> datetime | None:
+        return self.last_trained_many([user_id]).get(user_id)
+
+    def last_trained_many(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        recorded = {} if self.storage is None else self.storage.last_trained_times(list(user_ids))
+        out: dict[str, datetime] = {}
+        for u in user_ids:
+            t = recorded.get(u)
+            times = [] if t is None else [t if t.tzinfo else t.replace(tzinfo=UTC)]
+            times += self._file_times(u)
+            if times:
+                out[u] = max(times)
+        return out
+
+    def _file_times(self, user_id: str) -> list[datetime]:
         times: list[datetime] = []
-        if self.storage is not None and (t := self.storage.last_trained_at(user_id)) is not None:
-            times.append(t if t.tzinfo else t.replace(tzinfo=UTC))
         for path in (self.user_dir(user_id) / "last_trained.json", *self._latest_meta(user_id)):
             try:
                 times.append(datetime.fromisoformat(json.loads(path.read_text())["created_at"]))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-        return max(times) if times else None
+        return times
 
     def _latest_meta(self, user_id: str) -> list[Path]:
         v = self.latest_version(user_id)
@@ -520,3 +539,7 @@ class DatabaseAdapterStore(AdapterStore):
     def last_trained_at(self, user_id: str) -> datetime | None:
         t = self.storage.last_trained_at(user_id)
         return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
+
+    def last_trained_many(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        times = self.storage.last_trained_times(list(user_ids))
+        return {u: t if t.tzinfo else t.replace(tzinfo=UTC) for u, t in times.items()}

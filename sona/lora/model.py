@@ -222,8 +222,10 @@ class UserAdapter:
         users = list(dict.fromkeys(str(u) for u in user_ids))
         summary = AdapterTrainingSummary()
         counts = qualifying_counts(events, users)
+        enough = [u for u, c in zip(users, counts.tolist(), strict=True) if c >= cfg.min_events]
+        trained_at = {} if force or self.store is None else self.store.last_trained_many(enough)
         eligible: list[str] = []
-        for u, count in zip(users, counts.tolist(), strict=True):  # guards: per-user store look-ups
+        for u, count in zip(users, counts.tolist(), strict=True):
             if count < cfg.min_events:
                 if strict:
                     raise InsufficientDataError(u, count, cfg.min_events)
@@ -231,7 +233,7 @@ class UserAdapter:
                     f"insufficient data: {count} qualifying events, {cfg.min_events} required"
                 )
                 continue
-            last = None if force or self.store is None else self.store.last_trained_at(u)
+            last = trained_at.get(u)
             if last is not None:
                 wait = cfg.min_interval_seconds - (now - last).total_seconds()
                 if wait > 0:
