@@ -264,10 +264,12 @@ class ItemTables:
                 continue
             t = self.tables[name]
             for key in (name, _ADAPTED) if name == "tower" and _ADAPTED in vectors else (name,):
-                v = vectors[key].astype(np.float64)
-                mu = v @ t.mean
-                sd = np.sqrt(np.maximum(((v @ t.cov) * v).sum(axis=1), 0.0))
-                scale[key] = wmap[name] / np.maximum(sd, _EPS)
+                # torch, not numpy: numpy's BLAS threads spin against the batch's worker
+                # threads (a (1024, 65) @ (65, 65) product took 4-8 ms instead of 0.3)
+                v = torch.from_numpy(vectors[key]).double()
+                mu = (v @ torch.from_numpy(t.mean)).numpy()
+                var = ((v @ torch.from_numpy(t.cov)) * v).sum(dim=1).numpy()
+                scale[key] = wmap[name] / np.maximum(np.sqrt(np.maximum(var, 0.0)), _EPS)
                 mean[key] = mu
         gemm = [n for n in _DENSE if n in scale and wmap[n]]
         # the GEMM's key per table: the tower goes in with each row's adapter when there is one

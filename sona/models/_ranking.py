@@ -30,8 +30,11 @@ def standardize_rows(s: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def mask_rows(s: npt.NDArray[np.float32] | torch.Tensor, seen: sp.csr_matrix, value: float = -np.inf) -> None:
     """Set ``s[b, j] = value`` for every stored entry ``(b, j)`` of ``seen`` (in place; numpy or torch)."""
-    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    if isinstance(s, torch.Tensor):
+    rows = np.repeat(np.arange(seen.shape[0], dtype=np.int64), np.diff(seen.indptr))
+    if isinstance(s, torch.Tensor) and s.is_contiguous():  # flat positions: index_fill_ is ~2x index_put_
+        flat = rows * s.shape[1] + seen.indices
+        s.view(-1).index_fill_(0, torch.from_numpy(flat), float(value))
+    elif isinstance(s, torch.Tensor):
         s[torch.from_numpy(rows), torch.from_numpy(seen.indices.astype(np.int64))] = float(value)
     else:
         s[rows, seen.indices] = value
