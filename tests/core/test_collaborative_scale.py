@@ -117,3 +117,18 @@ def test_dense_ease_is_exact_and_in_c_order_so_one_user_row_does_not_copy_it() -
     expected = -p / np.diag(p)[None, :]
     np.fill_diagonal(expected, 0.0)
     np.testing.assert_allclose(b, expected, atol=1e-5)
+
+
+def test_sparse_ease_gives_each_title_regressors_in_proportion_to_its_viewers() -> None:
+    """A title watched by few users keeps few regressors: the work follows the events, not the catalog."""
+    rng = np.random.default_rng(11)
+    share = np.r_[np.full(20, 0.5), np.full(280, 0.01)]  # 20 hits, 280 long-tail titles
+    x = sp.csr_matrix((rng.random((400, 300)) < share).astype(np.float32))
+    viewers = np.asarray(x.sum(axis=0)).ravel()
+    capped = sparse_ease_weights(x, 50.0, neighbors=64, per_viewer=4, min_neighbors=8)
+    uncapped = sparse_ease_weights(x, 50.0, neighbors=64, per_viewer=10**6)
+    kept = np.diff(capped.tocsc().indptr)
+    assert (kept <= np.clip(4 * viewers, 8, 64)).all()
+    assert (kept[:20] == 64).all()  # a hit keeps its full neighbourhood, and its weights are unchanged
+    np.testing.assert_allclose(capped[:, :20].toarray(), uncapped[:, :20].toarray(), atol=1e-6)
+    assert kept[20:].sum() < 0.75 * np.diff(uncapped.tocsc().indptr)[20:].sum()
