@@ -19,7 +19,10 @@ predicted 0.089 where 0.036 came true on ml-100k), which is why the slice is
 held out of training. Earlier versions fitted a second engine on everyone's
 head instead (``"refit"``, now read as ``"holdout"``), doubling the fit time.
 ``"in_sample"`` scores the same sample's tails without holding them out. The
-cost is bounded: at most ``MAX_USERS`` x n_titles fused scores. The test in
+cost is bounded: every sampled user's fused scores cover the whole catalog, so
+the sample holds at most ``MAX_CELLS`` / n_titles users (at least
+``MIN_USERS``), and a larger catalog does not make the calibration dearer. The
+test in
 ``tests/core/test_calibration.py`` checks the probabilities against truly
 future events.
 """
@@ -41,9 +44,13 @@ __all__ = ["TAIL", "fit_calibration", "holdout_mask"]
 
 #: Share of each user's (chronological) events held out as "next interactions".
 TAIL = 0.1
-#: Share of users whose tail is held out, and the cap on their number (bounds the cost).
+#: Share of users whose tail is held out, and the caps on their number (bound the cost).
 SHARE = 0.2
 MAX_USERS = 2000
+#: Fused (user, title) scores the calibration may compute: users x n_titles at most this ...
+MAX_CELLS = 4_000_000
+#: ... unless that leaves fewer users than this (about 5 held-out titles each on 50-event histories).
+MIN_USERS = 100
 #: Random unseen titles drawn per user as negatives (collisions are dropped).
 NEGATIVES = 50
 #: Users per fused block (bounds memory at CHUNK x n_items floats).
@@ -65,7 +72,7 @@ def _tails(ev: EventArrays, n_users: int) -> npt.NDArray[np.bool_]:
     return pos >= (counts - n_tail)[ev.user]
 
 
-def holdout_mask(config: SonaConfig, ev: EventArrays, n_users: int) -> npt.NDArray[np.bool_]:
+def holdout_mask(config: SonaConfig, ev: EventArrays, n_users: int, n_items: int) -> npt.NDArray[np.bool_]:
     """Events of the calibration slice: the tails of a bounded, seeded sample of users.
 
     ``ev`` is sorted by user, then time. Empty when ``config.calibration`` is
@@ -75,7 +82,8 @@ def holdout_mask(config: SonaConfig, ev: EventArrays, n_users: int) -> npt.NDArr
         return np.zeros(len(ev.user), dtype=bool)
     tail = _tails(ev, n_users)
     candidates = np.unique(ev.user[tail])
-    n = min(len(candidates), MAX_USERS, int(np.ceil(SHARE * n_users)))
+    by_cost = max(MIN_USERS, MAX_CELLS // max(n_items, 1))
+    n = min(len(candidates), MAX_USERS, int(np.ceil(SHARE * n_users)), by_cost)
     rng = np.random.default_rng([config.seed, 17])
     chosen = np.zeros(n_users, dtype=bool)
     chosen[rng.choice(candidates, size=n, replace=False)] = True

@@ -51,7 +51,7 @@ def fit_model(
 
     # Profiles need content embeddings; a zero table first gives the weight rows to train on.
     w_event = engagement_weight(ev.completion, ev.rating, ev.dismissed, min_completion=cfg.min_completion)
-    held_out = holdout_mask(cfg, ev, n_users)
+    held_out = holdout_mask(cfg, ev, n_users, n_items)
     learn = ev if cfg.calibration == "in_sample" else ev.take(~held_out)
     w_learn = w_event if cfg.calibration == "in_sample" else w_event[~held_out]
     tmp = profile_state(cfg, tables, np.zeros((n_items, 1), np.float32), learn, n_users)

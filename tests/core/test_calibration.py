@@ -73,3 +73,30 @@ def test_calibration_keeps_ranking_and_old_saves_still_load(split, tmp_path: Pat
     assert ((s >= 0) & (s <= 1)).all()
     assert (np.argsort(-s, kind="stable") == np.argsort(-engine.score(user, ids), kind="stable")).all()
     assert [r.content_id for r in old.recommend(user, k=20)] == [r.content_id for r in recs]
+
+
+def test_the_calibration_sample_is_bounded_by_scored_cells_not_users() -> None:
+    """Each sampled user is scored on the whole catalog: a larger catalog samples fewer users."""
+    from sona.engine._calibrate import MAX_CELLS, MIN_USERS, holdout_mask
+    from sona.features import EventArrays
+
+    users, per_user = 4000, 20
+    n = users * per_user
+    ev = EventArrays(
+        user=np.repeat(np.arange(users), per_user),
+        item=np.zeros(n, dtype=np.int64),
+        seconds=np.tile(np.arange(per_user, dtype=np.float64), users),
+        completion=np.ones(n),
+        rating=np.full(n, np.nan),
+        dismissed=np.zeros(n, dtype=bool),
+    )
+    cfg = sona.SonaConfig(seed=3)
+
+    def sampled(n_items: int) -> int:
+        mask = holdout_mask(cfg, ev, users, n_items)
+        assert mask.sum() == 2 * len(np.unique(ev.user[mask]))  # each sampled user's last 10 %
+        return len(np.unique(ev.user[mask]))
+
+    assert sampled(1_000) == 800  # 20 % of the users: the bound is far
+    assert sampled(10_000) == MAX_CELLS // 10_000
+    assert sampled(10 * MAX_CELLS) == MIN_USERS  # never fewer than enough to fit the map
