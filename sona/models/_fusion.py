@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F  # noqa: N812
 from scipy.sparse import _sparsetools  # the C kernels behind CSR row indexing and toarray, into our buffers
 
 __all__ = ["FusedBatch", "FusionWeights", "ItemTables", "TrainingView"]
@@ -31,6 +32,9 @@ _CONSTANT = ("popularity", "trending")
 _ADAPTED = "tower_adapted"  # key of the adapted tower vectors (same item table as "tower")
 #: Gathered item-item entries per pass of the sparse product (2 MB of indices and values: in cache).
 _GATHER_BUDGET = 1 << 18
+#: Bytes of one column tile of a dense item-item matrix (stays in cache while a batch reads it).
+_TILE_BYTES = 4 << 20
+_TILE_MIN_ROWS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +81,61 @@ def _standardize(x: torch.Tensor) -> torch.Tensor:
     return (x - mu) / sd.clamp_min(_EPS)
 
 
-def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> npt.NDArray[np.float32] | sp.csr_matrix:
-    """An item-item matrix in the layout :func:`_item_item_rows` reads: float32, C-ordered or CSR
-    with one index dtype (no copy when it already is)."""
+class _DenseItemItem:
+    """A dense item-item matrix, and its column tiles once a large batch has asked for them.
+
+    ``x @ B`` for sparse rows ``x`` is a weighted sum of B's rows per user
+    (``embedding_bag``). Whole rows stream the entire matrix from memory for
+    every few users; a tile of ``_TILE_BYTES`` stays in cache while every user
+    of the batch reads it (2-3x faster at 5k titles). The tiles are a second
+    copy of B, so they are built only for batches of ``_TILE_MIN_ROWS`` users or
+    more (``recommend_batch``), never for one user's request. Tiled or not, each
+    score is the same sum in the same order.
+    """
+
+    def __init__(self, m: npt.NDArray[np.floating]) -> None:
+        self.matrix = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
+        self.shape = tuple(self.matrix.shape)
+        n = max(self.shape[1], 1)
+        self.width = max(64, _TILE_BYTES // (4 * n) // 64 * 64)
+        self._tiles: list[torch.Tensor] | None = None
+
+    def tiles(self) -> list[torch.Tensor]:
+        got = self._tiles
+        if got is None:  # two threads may both build them: the same tiles, one kept
+            w = self.width
+            got = [self.matrix[:, j : j + w].contiguous() for j in range(0, self.shape[1], w)]
+            self._tiles = got
+        return got
+
+    def rows_into(self, x: sp.csr_matrix, block: torch.Tensor) -> None:
+        """``block[:] = x @ B``."""
+        idx = torch.from_numpy(x.indices.astype(np.int64))
+        offsets = torch.from_numpy(x.indptr.astype(np.int64))
+        weights = torch.from_numpy(x.data.astype(np.float32))
+
+        def bag(table: torch.Tensor) -> torch.Tensor:
+            return F.embedding_bag(
+                idx, table, offsets, mode="sum", per_sample_weights=weights, include_last_offset=True
+            )
+
+        if x.shape[0] < _TILE_MIN_ROWS or self.width >= self.shape[1]:
+            block.copy_(bag(self.matrix))
+            return
+        j = 0
+        for tile in self.tiles():
+            block[:, j : j + tile.shape[1]] = bag(tile)
+            j += tile.shape[1]
+
+
+ItemItem = _DenseItemItem | sp.csr_matrix
+
+
+def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> ItemItem:
+    """An item-item matrix in the layout :func:`_item_item_rows` reads: dense float32 (with
+    its tiles), or CSR with float32 values and one index dtype (no copy when it already is)."""
     if not sp.issparse(m):
-        return np.ascontiguousarray(m, dtype=np.float32)
+        return _DenseItemItem(m)
     if m.format == "csr" and m.data.dtype == np.float32 and m.indices.dtype == m.indptr.dtype:
         return m
     c = sp.csr_matrix(m)
@@ -90,9 +144,7 @@ def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> npt.NDArray[np.floa
     )
 
 
-def _item_item_rows(
-    x: sp.csr_matrix, b: npt.NDArray[np.float32] | sp.csr_matrix, out: torch.Tensor | None
-) -> torch.Tensor:
+def _item_item_rows(x: sp.csr_matrix, b: ItemItem, out: torch.Tensor | None) -> torch.Tensor:
     """Dense (batch, n_items) ``x @ b`` for sparse interaction rows ``x`` and an item-item matrix ``b``.
 
     A sparse ``b`` is applied a few users at a time: ``b``'s rows of each of
@@ -103,20 +155,18 @@ def _item_item_rows(
     on every chunk, worse with two threads) passed over four times out of
     cache; ``_GATHER_BUDGET`` entries at a time stay in cache (3-4x faster, the
     same sums in the same order). scipy's sparse x sparse product, which
-    builds a sparse output first, is 5x slower. A dense ``b`` is one
-    sparse x dense product written into the block. ``out`` (batch, n_items)
-    float32 is reused when given.
+    builds a sparse output first, is 5x slower. A dense ``b`` is
+    :meth:`_DenseItemItem.rows_into`. ``out`` (batch, n_items) float32 is
+    reused when given.
     """
     shape = (x.shape[0], b.shape[1])
     res = out if out is not None else torch.empty(shape, dtype=torch.float32)
-    block = res.numpy()
-    block.fill(0.0)  # both kernels add into the block
-    b = _item_item(b)
-    weights = x.data.astype(np.float32, copy=False)
-    if not sp.issparse(b):
-        xj = x.indices.astype(x.indptr.dtype, copy=False)
-        _sparsetools.csr_matvecs(shape[0], b.shape[0], shape[1], x.indptr, xj, weights, b, block)
+    if isinstance(b, _DenseItemItem):
+        b.rows_into(x, res)
         return res
+    block = res.numpy()
+    block.fill(0.0)  # the scatter adds into the block
+    weights = x.data.astype(np.float32, copy=False)
     ip, idx, data = b.indptr, b.indices, b.data
     items = x.indices.astype(ip.dtype, copy=False)
     # gathered[e]: where entry e's gathered b row starts in the chunk's (virtual) gathered sequence
