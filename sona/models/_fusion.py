@@ -128,10 +128,10 @@ class _DenseItemItem:
             j += tile.shape[1]
 
 
-ItemItem = _DenseItemItem | sp.csr_matrix
+_ItemItem = _DenseItemItem | sp.csr_matrix
 
 
-def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> ItemItem:
+def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> _ItemItem:
     """An item-item matrix in the layout :func:`_item_item_rows` reads: dense float32 (with
     its tiles), or CSR with float32 values and one index dtype (no copy when it already is)."""
     if not sp.issparse(m):
@@ -144,7 +144,7 @@ def _item_item(m: npt.NDArray[np.floating] | sp.spmatrix) -> ItemItem:
     )
 
 
-def _item_item_rows(x: sp.csr_matrix, b: ItemItem, out: torch.Tensor | None) -> torch.Tensor:
+def _item_item_rows(x: sp.csr_matrix, b: _ItemItem, out: torch.Tensor | None) -> torch.Tensor:
     """Dense (batch, n_items) ``x @ b`` for sparse interaction rows ``x`` and an item-item matrix ``b``.
 
     A sparse ``b`` is applied a few users at a time: ``b``'s rows of each of
