@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from sona.catalog import Catalog
 from sona.engine._calibrate import fit_calibration, holdout_mask
@@ -41,8 +42,18 @@ def fit_model(
     """Train on ``frame`` (validated, one row per event id, sorted by user then time).
 
     The calibration slice (``holdout_mask``) stays out of everything learned;
-    the served profiles keep it.
+    the served profiles keep it. BLAS runs with ``cfg.train_threads`` threads,
+    as training's torch does: on a busy 2-core box a second OpenBLAS thread
+    made the fusion tables' 30k x 65 Gram products 35x slower and dense EASE
+    at 5k titles anywhere from 0.6x to 8x the one-thread time.
     """
+    with threadpool_limits(cfg.train_threads, user_api="blas"):
+        return _fit(catalog, cfg, frame, checkpoint)
+
+
+def _fit(
+    catalog: Catalog, cfg: SonaConfig, frame: pd.DataFrame, checkpoint: Path | None
+) -> tuple[FittedModel, InMemoryUserState]:
     items = catalog.index_of(frame["content_id"].to_numpy())
     users = np.array(sorted(frame["user_id"].unique()), dtype=object)
     ev = event_arrays(frame, pd.Index(users).get_indexer(frame["user_id"]), items)

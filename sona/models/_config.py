@@ -72,7 +72,7 @@ class SonaConfig:
         top); ``"off"`` keeps the uncalibrated squash.
     Run
         ``seed`` for all randomness; ``progress`` shows a tqdm bar during fit;
-        ``train_threads`` torch threads while training (the tensors are small,
+        ``train_threads`` torch and BLAS threads while fitting (the tensors are small,
         so more threads mostly spin; restored afterwards); ``batch_workers``
         threads ``recommend_batch`` spreads its 1,024-user chunks over (0 = one
         per CPU core). Each worker's torch ops use torch's own thread setting,
