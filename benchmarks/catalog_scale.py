@@ -8,8 +8,9 @@ thread makes the fit times comparable). Models, on the binarized qualifying
 events, as the engine builds them:
 
 - ``ease``: dense EASE (float32, in-place Cholesky inverse), where its n² fits;
-- ``sparse_ease``: each title's ridge regression on its 128 strongest regressors
-  (what ``SonaConfig(collaborative="auto")`` uses above its 256 MB dense budget);
+- ``sparse_ease``: each title's ridge regression on its strongest regressors, 4 per
+  user who watched it, at least 16 and at most 128 (what ``SonaConfig(collaborative="auto")``
+  uses above its 256 MB dense budget);
 - ``itemknn``: cosine ItemKNN, 100 neighbours (the old fallback above 5,000 titles).
 
 Quality is NDCG@10 / Recall@10 with full ranking over unseen titles, for a
@@ -210,7 +211,7 @@ def main() -> None:
             notes=[
                 f"synthetic, seed 11: {USERS:,} users x {EVENTS_PER_USER:g} events on average at every "
                 "catalog size; temporal per-user 80/20 split; binarized qualifying events",
-                f"EASE lambda {LAMBDA:g}; sparse EASE {NEIGHBORS} regressors per title; "
+                f"EASE lambda {LAMBDA:g}; sparse EASE 4 regressors per viewer, 16-{NEIGHBORS} per title; "
                 "ItemKNN 100 neighbours",
                 f"NDCG@10 / Recall@10: full ranking over unseen titles for {EVAL_USERS:,} sampled test users",
                 "each row in its own subprocess with one BLAS thread, reading the prepared binary matrix; "
