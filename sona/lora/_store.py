@@ -2,7 +2,8 @@
 
 Each version is peft's checkpoint pair (``adapter_config.json`` +
 ``adapter_model.safetensors``). The directory backend (the default) writes a
-version into a hidden temp directory, fsyncs every file and the directory,
+version into a hidden temp directory, flushes it to disk (one ``syncfs`` of
+the file system for a whole batch, else an fsync of every file and directory),
 then renames it to ``v000042``: the rename is atomic, so a crash mid-save
 never leaves a readable half adapter, and leftovers of a killed writer are
 ignored by readers and swept by the next save. The database backend keeps the
@@ -177,13 +178,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _syncfs_call() -> Callable[[int], int] | None:
     """Linux's ``syncfs(2)``, or None where the C library has none."""
     try:
@@ -271,52 +265,19 @@ class DirectoryAdapterStore(AdapterStore):
                 continue
 
     def save(self, weights: AdapterWeights, config: UserAdapterConfig) -> int:
-        config_json, data = serialize(weights, config)
-        created = datetime.now(UTC)
-        meta = {
-            "user_id": weights.user_id,
-            "created_at": created.isoformat(),
-            "model_id": weights.model_id,
-            "metrics": weights.meta,
-        }
-        if self.storage is not None:
-            _check_current(self.storage, weights)
-        user_dir = self.user_dir(weights.user_id)
-        try:
-            user_dir.mkdir(parents=True, exist_ok=True)
-            self._sweep(user_dir)
-            tmp = user_dir / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir()
-            _write_synced(tmp / CONFIG_FILE, config_json.encode())
-            _write_synced(tmp / WEIGHTS_FILE, data)
-            _write_synced(tmp / _META_FILE, json.dumps(meta, default=str).encode())
-            _fsync_dir(tmp)
-            version = max(self.versions(weights.user_id), default=0) + 1
-            if self.storage is not None:
-                version = max(version, self.storage.next_adapter_version(weights.user_id))
-            version = self._rename(tmp, weights.user_id, version)
-            target = self.version_dir(weights.user_id, version)
-            _fsync_dir(user_dir)
-        except OSError as exc:
-            raise StorageError(f"cannot save adapter for {weights.user_id!r} in {user_dir}: {exc}") from exc
-        if self.storage is not None:
-            metrics = {k: float(v) for k, v in weights.meta.items() if isinstance(v, int | float)}
-            self.storage.record_adapter(
-                weights.user_id, version, rank=weights.rank, size_bytes=len(data) + len(config_json),
-                location=str(target), metrics=metrics, created_at=created, model_id=weights.model_id,
-            )  # fmt: skip
-        self.prune(weights.user_id, config.keep_versions)
-        weights.version = version
-        return version
+        got = self.save_many([weights], config)[0]
+        if isinstance(got, StorageError):
+            raise got
+        return got
 
     def save_many(
         self, items: Sequence[AdapterWeights], config: UserAdapterConfig
     ) -> list[int | StorageError]:
         """:meth:`save` for many users with two file-system flushes in all (see :func:`_flush`).
 
-        The same steps as :meth:`save` (temp directory, flush, rename, flush, then the
-        ``lora_adapters`` rows), each done for every item before the next, so a crash
-        leaves only whole versions or ignored temp directories.
+        Temp directories, flush, renames, flush, then the ``lora_adapters`` rows: each
+        step done for every item before the next, so a crash leaves only whole
+        versions or ignored temp directories. :meth:`save` is a batch of one.
         """
         out: list[int | StorageError | None] = [None] * len(items)
         if self.storage is not None:
@@ -455,14 +416,8 @@ class DirectoryAdapterStore(AdapterStore):
         return [] if v is None else [self.version_dir(user_id, v) / _META_FILE]
 
     def mark_trained(self, user_id: str, when: datetime) -> None:
-        d = self.user_dir(user_id)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / f".tmp-{uuid.uuid4().hex}.json"
-            _write_synced(tmp, json.dumps({"created_at": when.isoformat()}).encode())
-            os.replace(tmp, d / "last_trained.json")
-        except OSError as exc:
-            raise StorageError(f"cannot record training time for {user_id!r}: {exc}") from exc
+        if (err := self.mark_trained_many([user_id], when)[0]) is not None:
+            raise err
 
 
 class DatabaseAdapterStore(AdapterStore):

@@ -81,60 +81,6 @@ def test_database_store_shares_adapters_between_processes_views(world: World, da
     )
 
 
-_CHILD = textwrap.dedent(
-    """
-    import os, sys, time
-    sys.path.insert(0, {tests!r})
-    import torch
-    from tests.lora.conftest import make_world
-    from sona.lora import DirectoryAdapterStore, UserAdapter, UserAdapterConfig
-    cfg = UserAdapterConfig(storage_dtype="float32")
-    world = make_world()
-    store = DirectoryAdapterStore({root!r})
-    w = UserAdapter(world.scorer, cfg).create("alice")
-    for m in w.lora_B:
-        w.lora_B[m] = torch.full_like(w.lora_B[m], 2.0)
-    real_fsync, calls = os.fsync, [0]
-    def fsync(fd):
-        calls[0] += 1
-        if calls[0] == {kill_at}:
-            open({marker!r}, "w").close()
-            time.sleep(600)  # the parent SIGKILLs us here, mid-save
-        real_fsync(fd)
-    os.fsync = fsync
-    store.save(w, cfg)
-    """
-)
-
-
-@pytest.mark.parametrize("kill_at", [1, 2, 4])
-def test_atomic_save_survives_sigkill_mid_write(world: World, tmp_path: Path, kill_at: int) -> None:
-    root = tmp_path / "adapters"
-    store = DirectoryAdapterStore(root)
-    store.save(_weights(world, "alice", 1.0), CFG)  # v1, complete
-    marker = tmp_path / "in-fsync"
-    code = _CHILD.format(
-        tests=str(ROOT / "tests" / "lora"), root=str(root), kill_at=kill_at, marker=str(marker)
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert child.poll() is None, "child exited before reaching the kill point"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == -signal.SIGKILL
-    assert store.versions("alice") == [1]  # no readable half adapter
-    assert float(store.load("alice").lora_B["fc1"][0, 0]) == 1.0  # the previous version still loads
-    assert store.save(_weights(world, "alice", 3.0), CFG) == 2  # and saving works again
-
-
 @pytest.mark.parametrize("damage", ["truncate", "delete", "garbage_config"])
 def test_corrupt_adapter_falls_back_to_base(
     world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
@@ -223,7 +169,7 @@ def _now():  # noqa: ANN202 - built when the test runs, not at collection
     return datetime.now(UTC)
 
 
-_CHILD_MANY = textwrap.dedent(
+_CHILD = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {tests!r})
@@ -235,7 +181,7 @@ _CHILD_MANY = textwrap.dedent(
     world = make_world()
     store = DirectoryAdapterStore({root!r})
     batch = []
-    for u in ("alice", "bob"):
+    for u in {users!r}:
         w = UserAdapter(world.scorer, cfg).create(u)
         for m in w.lora_B:
             w.lora_B[m] = torch.full_like(w.lora_B[m], 2.0)
@@ -245,26 +191,16 @@ _CHILD_MANY = textwrap.dedent(
         calls[0] += 1
         if calls[0] == {kill_at}:
             open({marker!r}, "w").close()
-            time.sleep(600)  # the parent SIGKILLs us here, mid-batch
+            time.sleep(600)  # the parent SIGKILLs us here, mid-save
         real_flush(*args)
     st._flush = flush
-    store.save_many(batch, cfg)
+    store.save(batch[0], cfg) if len(batch) == 1 else store.save_many(batch, cfg)
     """
 )
 
 
-@pytest.mark.parametrize("kill_at", [1, 2])
-def test_save_many_survives_sigkill_mid_batch(world: World, tmp_path: Path, kill_at: int) -> None:
-    """Killed before the files are flushed (1) or before the renames are (2): every user still
-    reads a whole version, the old one or the new one, never a half adapter."""
-    root = tmp_path / "adapters"
-    store = DirectoryAdapterStore(root)
-    for u in ("alice", "bob"):
-        store.save(_weights(world, u, 1.0), CFG)
-    marker = tmp_path / "in-flush"
-    code = _CHILD_MANY.format(
-        tests=str(ROOT / "tests" / "lora"), root=str(root), kill_at=kill_at, marker=str(marker)
-    )
+def _sigkill_at_marker(code: str, marker: Path) -> None:
+    """Run ``code`` in a child and SIGKILL it once it has written ``marker``."""
     child = subprocess.Popen(
         [sys.executable, "-c", code], env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT
     )
@@ -280,8 +216,26 @@ def test_save_many_survives_sigkill_mid_batch(world: World, tmp_path: Path, kill
         if child.poll() is None:
             child.kill()
     assert child.returncode == -signal.SIGKILL
-    for u in ("alice", "bob"):
+
+
+@pytest.mark.parametrize("users", [("alice",), ("alice", "bob")], ids=["save", "save_many"])
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_save_survives_sigkill_mid_write(
+    world: World, tmp_path: Path, kill_at: int, users: tuple[str]
+) -> None:
+    """Killed before the new files are flushed (1) or before the renames are (2): every user
+    still reads a whole version, the old one or the new one, never a half adapter."""
+    root = tmp_path / "adapters"
+    store = DirectoryAdapterStore(root)
+    for u in users:
+        store.save(_weights(world, u, 1.0), CFG)  # v1, complete
+    marker = tmp_path / "in-flush"
+    tests = str(ROOT / "tests" / "lora")
+    _sigkill_at_marker(
+        _CHILD.format(tests=tests, root=str(root), users=users, kill_at=kill_at, marker=str(marker)), marker
+    )
+    for u in users:
         expected = [1] if kill_at == 1 else [1, 2]  # the renames ran before the second flush
         assert store.versions(u) == expected
         assert float(store.load(u).lora_B["fc1"][0, 0]) == (1.0 if kill_at == 1 else 2.0)
-        assert store.save(_weights(world, u, 3.0), CFG) == expected[-1] + 1
+        assert store.save(_weights(world, u, 3.0), CFG) == expected[-1] + 1  # and saving works again
