@@ -73,6 +73,17 @@ def _check_current(storage: Storage, weights: AdapterWeights) -> None:
         raise StaleModelError(weights.user_id, weights.model_id, current)
 
 
+def _check_models(storage: Storage, items: Sequence[AdapterWeights]) -> None:
+    """:func:`_check_current` once per distinct base model among ``items``."""
+    for model_id in dict.fromkeys(w.model_id for w in items if w.model_id):
+        _check_current(storage, next(w for w in items if w.model_id == model_id))
+
+
+def _metrics(weights: AdapterWeights) -> dict[str, float]:
+    """The numeric training metrics recorded in ``lora_adapters``."""
+    return {k: float(v) for k, v in weights.meta.items() if isinstance(v, int | float)}
+
+
 class AdapterStore(ABC):
     """Where adapter versions live. ``load`` is strict; callers decide about fallback."""
 
@@ -282,8 +293,7 @@ class DirectoryAdapterStore(AdapterStore):
         out: list[int | StorageError | None] = [None] * len(items)
         if self.storage is not None:
             try:
-                for model_id in dict.fromkeys(w.model_id for w in items if w.model_id):
-                    _check_current(self.storage, next(w for w in items if w.model_id == model_id))
+                _check_models(self.storage, items)
             except StorageError as exc:
                 return [exc] * len(items)
         created = datetime.now(UTC)
@@ -326,11 +336,10 @@ class DirectoryAdapterStore(AdapterStore):
                 with self.storage.transaction() as tx:
                     for i, target, config_json, data in moved:
                         w = items[i]
-                        metrics = {k: float(v) for k, v in w.meta.items() if isinstance(v, int | float)}
                         tx.record_adapter(
                             w.user_id, int(out[i]), rank=w.rank,  # type: ignore[arg-type]
                             size_bytes=len(data) + len(config_json), location=str(target),
-                            metrics=metrics, created_at=created, model_id=w.model_id,
+                            metrics=_metrics(w), created_at=created, model_id=w.model_id,
                         )  # fmt: skip
             except StorageError as exc:
                 return [exc if isinstance(o, int) else o for o in out]  # type: ignore[misc]
@@ -439,17 +448,9 @@ class DatabaseAdapterStore(AdapterStore):
         return blob
 
     def save(self, weights: AdapterWeights, config: UserAdapterConfig) -> int:
-        config_json, data = serialize(weights, config)
-        metrics = {k: float(v) for k, v in weights.meta.items() if isinstance(v, int | float)}
+        payload = [serialize(weights, config)]
         with self.storage.transaction() as tx:  # blob and row commit together or not at all
-            _check_current(tx, weights)  # under FOR SHARE: a rollout waits for this commit
-            version = tx.next_adapter_version(weights.user_id)
-            tx.put_adapter_blob(weights.user_id, version, config_json, data)
-            tx.record_adapter(
-                weights.user_id, version, rank=weights.rank, size_bytes=len(data) + len(config_json),
-                location=f"db://adapter_blobs/{adapter_name(weights.user_id)}/{version}", metrics=metrics,
-                model_id=weights.model_id,
-            )  # fmt: skip
+            version = self._insert(tx, [weights], payload)[0]
         self.prune(weights.user_id, config.keep_versions)
         weights.version = version
         return version
@@ -463,21 +464,9 @@ class DatabaseAdapterStore(AdapterStore):
         the users it belongs to.
         """
         payloads = [serialize(w, config) for w in items]
-        versions: list[int] = []
         try:
             with self.storage.transaction() as tx:
-                for model_id in dict.fromkeys(w.model_id for w in items if w.model_id):
-                    _check_current(tx, next(w for w in items if w.model_id == model_id))
-                for w, (config_json, data) in zip(items, payloads, strict=True):
-                    version = tx.next_adapter_version(w.user_id)
-                    tx.put_adapter_blob(w.user_id, version, config_json, data)
-                    metrics = {k: float(v) for k, v in w.meta.items() if isinstance(v, int | float)}
-                    tx.record_adapter(
-                        w.user_id, version, rank=w.rank, size_bytes=len(data) + len(config_json),
-                        location=f"db://adapter_blobs/{adapter_name(w.user_id)}/{version}",
-                        metrics=metrics, model_id=w.model_id,
-                    )  # fmt: skip
-                    versions.append(version)
+                versions = self._insert(tx, items, payloads)
         except StaleModelError as exc:
             return [exc] * len(items)
         except StorageError:
@@ -487,6 +476,27 @@ class DatabaseAdapterStore(AdapterStore):
             with contextlib.suppress(StorageError):  # stored; old versions go at the next save
                 self.prune(w.user_id, config.keep_versions)
         return list(versions)
+
+    @staticmethod
+    def _insert(
+        tx: Storage, items: Sequence[AdapterWeights], payloads: Sequence[tuple[str, bytes]]
+    ) -> list[int]:
+        """Blob and ``lora_adapters`` row of every item inside ``tx``; their versions.
+
+        The base-model check runs under FOR SHARE: a rollout waits for this commit.
+        """
+        _check_models(tx, items)
+        versions: list[int] = []
+        for w, (config_json, data) in zip(items, payloads, strict=True):
+            version = tx.next_adapter_version(w.user_id)
+            tx.put_adapter_blob(w.user_id, version, config_json, data)
+            tx.record_adapter(
+                w.user_id, version, rank=w.rank, size_bytes=len(data) + len(config_json),
+                location=f"db://adapter_blobs/{adapter_name(w.user_id)}/{version}",
+                metrics=_metrics(w), model_id=w.model_id,
+            )  # fmt: skip
+            versions.append(version)
+        return versions
 
     def delete(self, user_id: str, version: int) -> bool:
         return self.storage.delete_adapter(user_id, version)

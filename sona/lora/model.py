@@ -9,6 +9,7 @@ or corrupt checkpoint logs a warning and the user falls back to the base model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -174,12 +175,16 @@ class UserAdapter:
         """
         trainer = train_batched if method == "batched" else train_reference
         result = trainer(self.scorer, data, self.config)
-        for row in torch.nonzero(result.kept).flatten().tolist():
-            weights = result.weights(row)
+        kept = [result.weights(row) for row in torch.nonzero(result.kept).flatten().tolist()]
+        for weights in kept:
             weights.model_id = self.model_id
-            if save and self.store is not None:
-                self.store.save(weights, self.config)
-            self.activate(weights)
+        stored = self.store.save_many(kept, self.config) if save and self.store is not None else []
+        errors = [got for got in stored if isinstance(got, StorageError)]
+        for weights, got in itertools.zip_longest(kept, stored):
+            if not isinstance(got, StorageError):
+                self.activate(weights)
+        if errors:
+            raise errors[0]
         return result
 
     def train_users(
