@@ -1,0 +1,165 @@
+"""New-user adapter lift on validation, across new-user draws and adapter settings (issue 14).
+
+Run: ``python benchmarks/adapter_new_users.py [--data DIR ...] [--draws 3]``. Prints one
+table per dataset and appends them to benchmarks/RESULTS.md.
+
+``quality.py`` reports the new-user lift once, on test, for one draw of 20 % of
+the users: about 120–190 users, whose paired standard error (±2 %) is as large
+as the effect. This script asks whether *any* adapter setting reaches the issue's
++5 % in that regime, without touching a test event: everything runs on the
+train part of the temporal 80/20 split. The engine's fusion weights are chosen
+by ``sona.tune`` on that train part (adapters not tuned). Then, for each draw
+(seed), the protocol ``tune`` uses for adapters: a seeded 20 % of the users is
+held out of a fit, the first half of each one's events goes through
+``observe`` and trains the adapters, the second half is scored (full ranking,
+NDCG@10, base vs adapters for the same users).
+
+Nothing here selects anything: each row is one setting, measured on every draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from _report import append_section, loadavg
+
+import sona
+from sona.evaluation import paired_delta, per_user_metrics, temporal_split, tune
+from sona.evaluation._tuning import _split_new_users
+from sona.lora import UserAdapterConfig, train_adapters
+
+K = 10
+_WEIGHTS = ("w_tower", "w_content", "w_genre", "w_popularity", "w_sequential")  # what tune() chooses
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+_DEFAULT = UserAdapterConfig(min_interval_seconds=0)
+#: (label, adapter config, train on the fused score): the library default, the tune candidates,
+#: and one change at a time along every axis the earlier sessions' notes name.
+VARIANTS: tuple[tuple[str, UserAdapterConfig, bool], ...] = (
+    ("default", _DEFAULT, True),
+    ("shrinkage=0.1", replace(_DEFAULT, shrinkage=0.1), True),
+    ("shrinkage=0.5", replace(_DEFAULT, shrinkage=0.5), True),
+    ("shrinkage=1.0 (unshrunk)", replace(_DEFAULT, shrinkage=1.0), True),
+    ("steps=150, patience=10", replace(_DEFAULT, steps=150, patience=10), True),
+    ("weight_decay=4", replace(_DEFAULT, weight_decay=4.0), True),
+    ("lr=1e-3, shrinkage=0.5", replace(_DEFAULT, lr=1e-3, shrinkage=0.5), True),
+    ("rank=16", replace(_DEFAULT, rank=16), True),
+    ("cut_points=3", replace(_DEFAULT, cut_points=3), True),
+    ("target_fraction=0.5", replace(_DEFAULT, target_fraction=0.5), True),
+    ("holdout_fraction=0.2", replace(_DEFAULT, holdout_fraction=0.2), True),
+    ("min_improvement=0.01", replace(_DEFAULT, min_improvement=0.01), True),
+    ("temperature=2", replace(_DEFAULT, temperature=2.0), True),
+    ('loss="bpr"', replace(_DEFAULT, loss="bpr"), True),
+    ("tower-only objective (fused=False)", _DEFAULT, False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One setting on one draw: relative lift, its paired SE (relative), users kept."""
+
+    lift: float
+    se: float
+    kept: int
+    users: int
+
+
+def _ndcg(engine: sona.Sona, users: list[str], scored: pd.DataFrame, *, use_adapter: bool) -> np.ndarray:
+    recs = engine.recommend_batch(users, k=K, exclude_watched=True, explore=False, use_adapter=use_adapter)
+    per = per_user_metrics(recs, scored[["user_id", "content_id"]].astype(str), K).set_index("user_id")
+    return per["ndcg"].reindex(users).fillna(0.0).to_numpy()
+
+
+def _cell(engine: sona.Sona, scored: pd.DataFrame, config: UserAdapterConfig, fused: bool) -> Cell:
+    users = [str(u) for u in pd.unique(scored["user_id"])]
+    engine.detach()
+    base = _ndcg(engine, users, scored, use_adapter=False)
+    summary = train_adapters(engine, users, config=config, fused=fused)
+    got = _ndcg(engine, users, scored, use_adapter=True)
+    engine.detach()
+    delta, se = paired_delta(got, base)
+    return Cell(delta / base.mean(), se / base.mean(), len(summary.trained), len(users))
+
+
+def run(path: Path, draws: int) -> tuple[list[str], str]:
+    catalog, events = sona.datasets.load_movielens(path)[:2]
+    train, _ = temporal_split(events, 0.2)  # the test part is never read
+    t = time.perf_counter()
+    chosen = tune(
+        catalog, train, sona.SonaConfig(progress=False, seed=0), lambdas=(100.0, 400.0, 1500.0),
+        adapters=False, rounds=2,
+    ).config  # fmt: skip
+    tune_s = time.perf_counter() - t
+    cells: dict[str, list[Cell]] = {label: [] for label, _, _ in VARIANTS}
+    bases = []
+    for seed in range(draws):
+        base_on, observed, scored = _split_new_users(train, seed)
+        engine = sona.Sona(catalog, replace(chosen, calibration="off")).fit(base_on)
+        engine.observe(observed)
+        users = [str(u) for u in pd.unique(scored["user_id"])]
+        bases.append(float(_ndcg(engine, users, scored, use_adapter=False).mean()))
+        for label, config, fused in VARIANTS:
+            cells[label].append(_cell(engine, scored, config, fused))
+            c = cells[label][-1]
+            print(f"{path.name} draw {seed} {label}: {c.lift:+.1%} ± {c.se:.1%}", flush=True)
+    weights = ", ".join(f"{n}={getattr(chosen, n):g}" for n in ("ease_lambda", *_WEIGHTS))
+    head = "| adapter setting | " + " | ".join(f"draw {s}: lift ± SE (kept)" for s in range(draws))
+    lines = [
+        f"### {path.name}: {events['user_id'].nunique()} users, {len(catalog)} titles; train part only",
+        "",
+        f"Engine chosen by `sona.tune` on the train part ({tune_s:.0f} s): {weights}. New-user base "
+        f"NDCG@10 per draw: {', '.join(f'{b:.4f}' for b in bases)}.",
+        "",
+        head + " | mean lift | draws ≥ +5 % |",
+        "|---|" + "---:|" * (draws + 2),
+        *(
+            f"| {label} | "
+            + " | ".join(f"{c.lift:+.1%} ± {c.se:.1%} ({c.kept}/{c.users})" for c in cs)
+            + f" | {np.mean([c.lift for c in cs]):+.1%} | {sum(c.lift >= 0.05 for c in cs)}/{len(cs)} |"
+            for label, cs in cells.items()
+        ),
+    ]
+    best = max(cells, key=lambda lb: float(np.mean([c.lift for c in cells[lb]])))
+    return lines, f"{path.name}: best mean {np.mean([c.lift for c in cells[best]]):+.1%} ({best})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, nargs="+", default=[DATASETS / "ml-100k", DATASETS / "ml-latest-small"]
+    )
+    parser.add_argument("--draws", type=int, default=3, help="new-user draws (seeds 0..N-1)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_at_start = loadavg()
+    started = time.perf_counter()
+    body, summary = [], []
+    for path in args.data:
+        lines, best = run(path, args.draws)
+        body += [*lines, ""]
+        summary.append(best)
+    body.append(f"Best mean lift per dataset: {'; '.join(summary)} (goal ≥ +5 % on every dataset).")
+    print("\n".join(body))
+    append_section(
+        "New-user adapter lift on validation, by setting and draw (adapter_new_users.py)",
+        body,
+        load_at_start=load_at_start,
+        torch_threads=1,
+        notes=[
+            f"{time.perf_counter() - started:.0f} s; one torch thread",
+            "train part of the temporal 80/20 split only; each draw holds out a seeded 20 % of its users, "
+            "observes the first half of their events and scores the second half; lift = paired Δ NDCG@10 "
+            "/ base, SE = its paired standard error / base",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
