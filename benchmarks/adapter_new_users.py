@@ -35,8 +35,8 @@ import torch
 from _report import append_section, loadavg
 
 import sona
-from sona.evaluation import paired_delta, per_user_metrics, temporal_split, tune
-from sona.evaluation._tuning import _split_new_users
+from sona.evaluation import paired_delta, temporal_split, tune
+from sona.evaluation._tuning import _per_user, _split_new_users
 from sona.lora import UserAdapterConfig, train_adapters
 
 K = 10
@@ -82,18 +82,12 @@ class Cell:
         return f"{self.lift:+.1%} ± {self.se / self.base:.1%} ({self.kept}/{self.users})"
 
 
-def _ndcg(engine: sona.Sona, users: list[str], scored: pd.DataFrame, *, use_adapter: bool) -> np.ndarray:
-    recs = engine.recommend_batch(users, k=K, exclude_watched=True, explore=False, use_adapter=use_adapter)
-    per = per_user_metrics(recs, scored[["user_id", "content_id"]].astype(str), K).set_index("user_id")
-    return per["ndcg"].reindex(users).fillna(0.0).to_numpy()
-
-
 def _cell(engine: sona.Sona, scored: pd.DataFrame, config: UserAdapterConfig, fused: bool) -> Cell:
     users = [str(u) for u in pd.unique(scored["user_id"])]
     engine.detach()
-    base = _ndcg(engine, users, scored, use_adapter=False)
+    base = _per_user(engine, users, scored, K, use_adapter=False).to_numpy()
     summary = train_adapters(engine, users, config=config, fused=fused)
-    got = _ndcg(engine, users, scored, use_adapter=True)
+    got = _per_user(engine, users, scored, K, use_adapter=True).to_numpy()
     engine.detach()
     _, se = paired_delta(got, base)
     return Cell(float(base.mean()), float(got.mean()), se, len(summary.trained), len(users))
