@@ -43,8 +43,8 @@ K = 10
 _WEIGHTS = ("w_tower", "w_content", "w_genre", "w_popularity", "w_sequential")  # what tune() chooses
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 _DEFAULT = UserAdapterConfig(min_interval_seconds=0)
-#: (label, adapter config, train on the fused score): the library default, the tune candidates,
-#: and one change at a time along every axis the earlier sessions' notes name.
+#: (label, adapter config, train on the fused score): the library default, tune's candidates,
+#: and one change from the default along each axis of the adapters' training.
 VARIANTS: tuple[tuple[str, UserAdapterConfig, bool], ...] = (
     ("default", _DEFAULT, True),
     ("shrinkage=0.1", replace(_DEFAULT, shrinkage=0.1), True),
